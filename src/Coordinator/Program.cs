@@ -1,0 +1,9 @@
+// `duck`: the command-line tool for preparing data, training, evaluating, exporting and chatting with Duck models.
+using System.CommandLine;
+using Duck.Coordinator;
+
+var root = new RootCommand("Duck: train and serve BitNet b1.58 (ternary) language models on ordinary CPUs.");
+DataCommands.Register(root);
+TrainingCommands.Register(root);
+InferenceCommands.Register(root);
+return await Cli.RunAsync(root, args);
