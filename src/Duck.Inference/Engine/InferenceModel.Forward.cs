@@ -1,0 +1,150 @@
+// The forward pass over a batch of token rows, each with its own KV cache and position: a prompt prefill (one
+// cache, consecutive positions) and a batched decode (one row per session) are the same code. Shapes use the
+// legend R = rows in the batch, D = ModelDim, F = FfnDim, H = NumHeads, hd = HeadDim, V = VocabSize.
+// Not the sampler and not session bookkeeping (InferenceSession).
+using Duck.Inference.Kernels;
+
+namespace Duck.Inference.Engine;
+
+/// <summary>Keys and values of every layer for one sequence, fp32 [position, D] per layer, grown on demand.</summary>
+public sealed class KvCache
+{
+    readonly int modelDim, maxPositions;
+    public float[][] K { get; private set; }
+    public float[][] V { get; private set; }
+    public int Capacity { get; private set; }
+
+    public KvCache(int layers, int modelDim, int maxPositions)
+    {
+        this.modelDim = modelDim;
+        this.maxPositions = maxPositions;
+        K = new float[layers][];
+        V = new float[layers][];
+        for (int l = 0; l < layers; l++) { K[l] = []; V[l] = []; }
+    }
+
+    /// <summary>Bytes currently allocated.</summary>
+    public long SizeBytes => 2L * K.Length * Capacity * modelDim * sizeof(float);
+
+    /// <summary>Makes room for positions [0, positions).</summary>
+    public void EnsureCapacity(int positions)
+    {
+        if (positions <= Capacity) return;
+        int capacity = Math.Min(maxPositions, Math.Max(64, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)positions)));
+        for (int l = 0; l < K.Length; l++)
+        {
+            var k = new float[capacity * modelDim]; K[l].CopyTo(k, 0); K[l] = k;
+            var v = new float[capacity * modelDim]; V[l].CopyTo(v, 0); V[l] = v;
+        }
+        Capacity = capacity;
+    }
+}
+
+/// <summary>Activation buffers of one forward call, reused between calls.</summary>
+public sealed class ForwardScratch
+{
+    public float[] X = [], Xn = [], Q = [], K = [], V = [], Att = [], Out = [], Gate = [], Up = [];
+    public readonly QuantizedActivations Quantized = new();
+
+    public void Ensure(int rows, int modelDim, int ffnDim)
+    {
+        if (X.Length >= rows * modelDim && Gate.Length >= rows * ffnDim) return;
+        int d = rows * modelDim, f = rows * ffnDim;
+        X = new float[d]; Xn = new float[d]; Q = new float[d]; K = new float[d]; V = new float[d];
+        Att = new float[d]; Out = new float[d]; Gate = new float[f]; Up = new float[f];
+    }
+}
+
+public sealed partial class InferenceModel
+{
+    /// <summary>
+    /// Runs R token rows through the model. Row r is token <paramref name="tokens"/>[r] at position
+    /// <paramref name="positions"/>[r] of cache <paramref name="caches"/>[r]; its K/V are stored there before
+    /// attention, so rows of one cache attend to earlier rows of the same batch. Writes logits [R or 1, V] for every
+    /// row, or only the last row when <paramref name="allLogits"/> is false.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, KvCache[] caches, int[] positions, bool allLogits, float[] logits, ForwardScratch s)
+    {
+        var c = Config;
+        int R = tokens.Length, D = c.ModelDim, F = c.FfnDim, H = c.NumHeads, hd = c.HeadDim;
+        if (caches.Length < R || positions.Length < R) throw new ArgumentException("one cache and position per row is required");
+        int logitRows = allLogits ? R : 1;
+        if (logits.Length < (long)logitRows * c.VocabSize) throw new ArgumentException($"logits buffer holds {logits.Length}, needs {logitRows * c.VocabSize}");
+        s.Ensure(R, D, F);
+        for (int r = 0; r < R; r++)
+        {
+            if (positions[r] < 0 || positions[r] >= c.ContextLength)
+                throw new ArgumentException($"position {positions[r]} is outside the context window of {c.ContextLength}");
+            caches[r].EnsureCapacity(positions[r] + 1);
+            Embedding.GetRow(tokens[r], s.X.AsSpan(r * D, D));
+        }
+        var qa = s.Quantized;
+        for (int l = 0; l < Blocks.Count; l++)
+        {
+            var B = Blocks[l];
+            NormRows(s.X, B.AttnNorm, s.Xn, R, D);                           // [R, D]
+            qa.Quantize(s.Xn, R, D);
+            B.Q.Forward(s.Xn, qa, R, s.Q, Pool, KernelPath);
+            B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
+            B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
+            int half = hd / 2;
+            for (int r = 0; r < R; r++)
+            {
+                int p = positions[r];
+                var cos = RopeCos.AsSpan(p * half, half);
+                var sin = RopeSin.AsSpan(p * half, half);
+                VectorMath.Rope(s.Q.AsSpan(r * D, D), H, hd, cos, sin);
+                VectorMath.Rope(s.K.AsSpan(r * D, D), H, hd, cos, sin);
+                s.K.AsSpan(r * D, D).CopyTo(caches[r].K[l].AsSpan(p * D, D));
+                s.V.AsSpan(r * D, D).CopyTo(caches[r].V[l].AsSpan(p * D, D));
+            }
+            Attention(l, R, caches, positions, s);                            // [R, D]
+            NormRows(s.Att, B.AttnSubNorm, s.Att, R, D);
+            qa.Quantize(s.Att, R, D);
+            B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
+            VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
+
+            NormRows(s.X, B.FfnNorm, s.Xn, R, D);
+            qa.Quantize(s.Xn, R, D);
+            B.Gate.Forward(s.Xn, qa, R, s.Gate, Pool, KernelPath);           // [R, F]
+            B.Up.Forward(s.Xn, qa, R, s.Up, Pool, KernelPath);
+            VectorMath.SiluGate(s.Gate.AsSpan(0, R * F), s.Up.AsSpan(0, R * F));
+            NormRows(s.Gate, B.FfnSubNorm, s.Gate, R, F);
+            qa.Quantize(s.Gate, R, F);
+            B.Down.Forward(s.Gate, qa, R, s.Out, Pool, KernelPath);          // [R, D]
+            VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
+        }
+        int first = R - logitRows;
+        for (int r = 0; r < logitRows; r++)
+            VectorMath.RmsNorm(s.X.AsSpan((first + r) * D, D), FinalNorm, c.NormEps, s.Xn.AsSpan(r * D, D));
+        qa.Quantize(s.Xn, logitRows, D);
+        Head.Forward(s.Xn, qa, logitRows, logits, Pool, KernelPath);         // [logitRows, V]
+    }
+
+    void NormRows(float[] x, float[] w, float[] y, int rows, int dim)
+    {
+        for (int r = 0; r < rows; r++) VectorMath.RmsNorm(x.AsSpan(r * dim, dim), w, Config.NormEps, y.AsSpan(r * dim, dim));
+    }
+
+    void Attention(int layer, int rows, KvCache[] caches, int[] positions, ForwardScratch s)
+    {
+        int D = Config.ModelDim, H = Config.NumHeads, hd = Config.HeadDim;
+        float invSqrt = 1f / MathF.Sqrt(hd);
+        var q = s.Q;
+        var att = s.Att;
+        Pool.For(rows * H, item =>
+        {
+            int r = item / H, h = item % H, p = positions[r];
+            var keys = caches[r].K[layer];
+            var values = caches[r].V[layer];
+            var qv = q.AsSpan(r * D + h * hd, hd);
+            float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(p + 1);
+            for (int j = 0; j <= p; j++) scores[j] = VectorMath.Dot(qv, keys.AsSpan(j * D + h * hd, hd)) * invSqrt;
+            VectorMath.Softmax(scores.AsSpan(0, p + 1));
+            var o = att.AsSpan(r * D + h * hd, hd);
+            o.Clear();
+            for (int j = 0; j <= p; j++) VectorMath.AddScaled(o, values.AsSpan(j * D + h * hd, hd), scores[j]);
+            System.Buffers.ArrayPool<float>.Shared.Return(scores);
+        });
+    }
+}

@@ -1,0 +1,124 @@
+// One conversation's state over a shared InferenceModel: the token history and its KV cache. Appending tokens
+// prefills only those tokens (in batches), so a follow-up turn costs only its new tokens. Not thread-safe: one
+// caller at a time per session; many sessions may share one model.
+namespace Duck.Inference.Engine;
+
+/// <summary>A sequence being extended token by token.</summary>
+public sealed class InferenceSession
+{
+    /// <summary>Longest batch of one prefill pass; longer prompts run in several passes with identical results.</summary>
+    public const int MaxPrefillBatch = 256;
+
+    readonly List<int> tokens = new();
+    readonly ForwardScratch scratch = new();
+    readonly float[] lastLogits;
+    KvCache cache;
+
+    public InferenceModel Model { get; }
+    /// <summary>Tokens held in the KV cache.</summary>
+    public IReadOnlyList<int> Tokens => tokens;
+    public int Length => tokens.Count;
+    public int ContextLength => Model.Config.ContextLength;
+    /// <summary>Logits after the last appended token (empty before the first append).</summary>
+    public ReadOnlySpan<float> LastLogits => tokens.Count == 0 ? [] : lastLogits;
+
+    public InferenceSession(InferenceModel model)
+    {
+        Model = model;
+        lastLogits = new float[model.Config.VocabSize];
+        cache = NewCache();
+    }
+
+    KvCache NewCache() => new(Model.Config.NumLayers, Model.Config.ModelDim, Model.Config.ContextLength);
+
+    /// <summary>Runs the tokens through the model after the current history; returns the logits after the last one.</summary>
+    public ReadOnlySpan<float> Append(ReadOnlySpan<int> newTokens)
+    {
+        if (newTokens.Length == 0) return LastLogits;
+        Prefill(newTokens, null);
+        return lastLogits;
+    }
+
+    /// <summary>Like <see cref="Append"/> but returns logits for every new token, [newTokens, V] (for tests and scoring).</summary>
+    public float[] AppendAllLogits(ReadOnlySpan<int> newTokens)
+    {
+        var all = new float[(long)newTokens.Length * Model.Config.VocabSize];
+        Prefill(newTokens, all);
+        return all;
+    }
+
+    void Prefill(ReadOnlySpan<int> newTokens, float[]? all)
+    {
+        int v = Model.Config.VocabSize;
+        if (tokens.Count + newTokens.Length > ContextLength)
+            throw new ArgumentException($"{tokens.Count} tokens in the session plus {newTokens.Length} new ones exceed the context window of {ContextLength}");
+        foreach (int t in newTokens)
+            if ((uint)t >= (uint)v) throw new ArgumentException($"token id {t} is outside the vocabulary [0, {v})");
+        for (int start = 0; start < newTokens.Length; start += MaxPrefillBatch)
+        {
+            var chunk = newTokens.Slice(start, Math.Min(MaxPrefillBatch, newTokens.Length - start));
+            var caches = new KvCache[chunk.Length];
+            var positions = new int[chunk.Length];
+            for (int i = 0; i < chunk.Length; i++) { caches[i] = cache; positions[i] = tokens.Count + i; }
+            float[] logits = all is null ? lastLogits : new float[(long)chunk.Length * v];
+            Model.Forward(chunk, caches, positions, allLogits: all is not null, logits, scratch);
+            if (all is not null)
+            {
+                logits.CopyTo(all, (long)start * v);
+                logits.AsSpan((chunk.Length - 1) * v, v).CopyTo(lastLogits);
+            }
+            foreach (int t in chunk) tokens.Add(t);
+        }
+    }
+
+    /// <summary>Forgets everything after the first <paramref name="length"/> tokens (their cache entries are simply overwritten later).</summary>
+    public void Truncate(int length)
+    {
+        if (length < 0 || length > tokens.Count) throw new ArgumentOutOfRangeException(nameof(length), length, $"must be in [0, {tokens.Count}]");
+        if (length == tokens.Count) return;
+        tokens.RemoveRange(length, tokens.Count - length);
+        if (length == 0) return;
+        // The logits of the new last token are not stored: recompute them from the cache by replaying that token.
+        int last = tokens[^1];
+        tokens.RemoveAt(tokens.Count - 1);
+        Append([last]);
+    }
+
+    /// <summary>Empties the session.</summary>
+    public void Reset()
+    {
+        tokens.Clear();
+        Array.Clear(lastLogits);
+    }
+
+    /// <summary>
+    /// Batched decode: appends one token to each session in a single forward pass (the linear layers run as one
+    /// matrix-matrix product). Sessions must be distinct and share this model; returns each session's new logits.
+    /// </summary>
+    public static void DecodeBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> nextTokens)
+    {
+        if (sessions.Count != nextTokens.Length) throw new ArgumentException($"{sessions.Count} sessions but {nextTokens.Length} tokens");
+        if (sessions.Count == 0) return;
+        var model = sessions[0].Model;
+        int v = model.Config.VocabSize, n = sessions.Count;
+        if (sessions.Distinct().Count() != n) throw new ArgumentException("a session appears twice in one batch");
+        var caches = new KvCache[n];
+        var positions = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            var s = sessions[i];
+            if (s.Model != model) throw new ArgumentException("all sessions of a batch must share one model");
+            if (s.Length + 1 > s.ContextLength) throw new ArgumentException($"session {i} is full ({s.Length} of {s.ContextLength} tokens)");
+            if ((uint)nextTokens[i] >= (uint)v) throw new ArgumentException($"token id {nextTokens[i]} is outside the vocabulary [0, {v})");
+            caches[i] = s.cache;
+            positions[i] = s.Length;
+        }
+        var logits = new float[(long)n * v];
+        model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].scratch);
+        for (int i = 0; i < n; i++)
+        {
+            sessions[i].tokens.Add(nextTokens[i]);
+            logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+// Next-token sampling from logits: repetition penalty, then greedy (temperature 0) or temperature + top-k + top-p
+// sampling with a seedable RNG. Not generation control (stop sequences, max tokens: TextGenerator).
+namespace Duck.Inference.Engine;
+
+/// <summary>Sampling and stopping settings of one reply; <see cref="Validate"/> rejects impossible values.</summary>
+public sealed record SamplingOptions
+{
+    /// <summary>0 means greedy; otherwise logits are divided by it before softmax.</summary>
+    public float Temperature { get; init; } = 0.8f;
+    /// <summary>Keep only the k most likely tokens; 0 disables.</summary>
+    public int TopK { get; init; } = 40;
+    /// <summary>Keep the smallest set of tokens whose probability reaches p; 1 disables. Must be in (0, 1].</summary>
+    public float TopP { get; init; } = 1f;
+    /// <summary>CTRL-style penalty (>1 discourages repeats): positive logits of recent tokens are divided by it, negative ones multiplied.</summary>
+    public float RepetitionPenalty { get; init; } = 1f;
+    /// <summary>How many of the latest tokens the repetition penalty looks at.</summary>
+    public int RepetitionWindow { get; init; } = 64;
+    /// <summary>RNG seed; null draws a random one.</summary>
+    public int? Seed { get; init; }
+    /// <summary>Most tokens to generate.</summary>
+    public int MaxTokens { get; init; } = 128;
+    /// <summary>Generation ends when the text contains one of these; the stop text is not returned.</summary>
+    public IReadOnlyList<string> StopSequences { get; init; } = [];
+    /// <summary>Token that ends generation (GPT-2's &lt;|endoftext|&gt;); null disables.</summary>
+    public int? EndOfTextToken { get; init; } = 50256;
+
+    public SamplingOptions Validate()
+    {
+        if (!(Temperature >= 0) || float.IsInfinity(Temperature)) throw new ArgumentException($"temperature must be a finite number >= 0, got {Temperature}");
+        if (TopK < 0) throw new ArgumentException($"top-k must be >= 0 (0 disables), got {TopK}");
+        if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top-p must be in (0, 1], got {TopP}");
+        if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty)) throw new ArgumentException($"repetition penalty must be > 0, got {RepetitionPenalty}");
+        if (RepetitionWindow < 0) throw new ArgumentException($"repetition window must be >= 0, got {RepetitionWindow}");
+        if (MaxTokens < 1) throw new ArgumentException($"max tokens must be at least 1, got {MaxTokens}");
+        if (StopSequences.Any(string.IsNullOrEmpty)) throw new ArgumentException("stop sequences must not be empty strings");
+        return this;
+    }
+}
+
+/// <summary>Picks token ids from logits. One instance per generation (it owns the RNG).</summary>
+public sealed class Sampler
+{
+    readonly SamplingOptions options;
+    readonly Random rng;
+    float[] work = [];
+    int[] order = [];
+
+    public Sampler(SamplingOptions options)
+    {
+        this.options = options.Validate();
+        rng = options.Seed is int seed ? new Random(seed) : new Random();
+    }
+
+    /// <summary>Samples a token from <paramref name="logits"/> given the tokens generated or seen so far.</summary>
+    public int Sample(ReadOnlySpan<float> logits, IReadOnlyList<int> history)
+    {
+        int v = logits.Length;
+        if (work.Length != v) { work = new float[v]; order = new int[v]; }
+        logits.CopyTo(work);
+        ApplyRepetitionPenalty(work, history, options.RepetitionPenalty, options.RepetitionWindow);
+        if (options.Temperature == 0) return ArgMax(work);
+
+        // Candidates: indices sorted by logit, cut to top-k.
+        for (int i = 0; i < v; i++) order[i] = i;
+        int k = options.TopK > 0 ? Math.Min(options.TopK, v) : v;
+        var keys = work;
+        Array.Sort(order, (a, b) => keys[b].CompareTo(keys[a]) is var c && c != 0 ? c : a.CompareTo(b));
+        float max = work[order[0]];
+        var probs = new double[k];
+        double sum = 0;
+        for (int i = 0; i < k; i++) { probs[i] = Math.Exp((work[order[i]] - max) / options.Temperature); sum += probs[i]; }
+        int n = k;
+        if (options.TopP < 1)
+        {
+            double cumulative = 0;
+            for (int i = 0; i < k; i++)
+            {
+                cumulative += probs[i] / sum;
+                if (cumulative >= options.TopP) { n = i + 1; break; }
+            }
+            sum = 0;
+            for (int i = 0; i < n; i++) sum += probs[i];
+        }
+        double u = rng.NextDouble() * sum;
+        for (int i = 0; i < n; i++)
+        {
+            u -= probs[i];
+            if (u <= 0) return order[i];
+        }
+        return order[n - 1];
+    }
+
+    /// <summary>Divides positive logits (multiplies negative ones) of tokens among the last <paramref name="window"/> of <paramref name="history"/>.</summary>
+    public static void ApplyRepetitionPenalty(Span<float> logits, IReadOnlyList<int> history, float penalty, int window)
+    {
+        if (penalty == 1f) return;
+        var seen = new HashSet<int>();
+        for (int i = Math.Max(0, history.Count - window); i < history.Count; i++)
+        {
+            int t = history[i];
+            if ((uint)t >= (uint)logits.Length || !seen.Add(t)) continue;
+            logits[t] = logits[t] > 0 ? logits[t] / penalty : logits[t] * penalty;
+        }
+    }
+
+    /// <summary>Index of the largest value (the first on ties).</summary>
+    public static int ArgMax(ReadOnlySpan<float> x)
+    {
+        int best = 0;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+}

@@ -1,0 +1,50 @@
+// BitNet b1.58 activation quantization per token (row): s = 127 / max(max|x|, 1e-5), xq = clamp(round_half_even(x·s),
+// -128, 127). Writes int8 rows padded with zeros to the weight's padded width, plus the per-row scale and code sum
+// the ternary kernels need. Not the weight quantizer (Absmean).
+namespace Duck.Inference.Kernels;
+
+/// <summary>Int8 activations of T rows, reusable across calls (grows as needed).</summary>
+public sealed class QuantizedActivations
+{
+    /// <summary>Int8 values, row-major [Rows, PaddedCols].</summary>
+    public sbyte[] Values = [];
+    /// <summary>Per-row s = 127 / max|x|.</summary>
+    public float[] Scales = [];
+    /// <summary>Per-row sum of the int8 values (the kernels subtract it to turn codes t+1 back into t).</summary>
+    public int[] Sums = [];
+    public int Rows;
+    public int PaddedCols;
+
+    /// <summary>Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats (row stride <paramref name="cols"/>).</summary>
+    public void Quantize(ReadOnlySpan<float> x, int rows, int cols)
+    {
+        int padded = PackedTernary.RoundUp(cols);
+        Rows = rows;
+        PaddedCols = padded;
+        if (Values.Length < rows * padded) Values = GC.AllocateUninitializedArray<sbyte>(rows * padded, pinned: true);
+        if (Scales.Length < rows) { Scales = new float[rows]; Sums = new int[rows]; }
+        for (int r = 0; r < rows; r++)
+        {
+            var xr = x.Slice(r * cols, cols);
+            var q = Values.AsSpan(r * padded, padded);
+            Scales[r] = QuantizeRow(xr, q[..cols], out Sums[r]);
+            q[cols..].Clear();
+        }
+    }
+
+    /// <summary>Scalar quantization of one row; returns s and the sum of the int8 values.</summary>
+    public static float QuantizeRow(ReadOnlySpan<float> x, Span<sbyte> q, out int sum)
+    {
+        float amax = 0;
+        foreach (float v in x) amax = MathF.Max(amax, MathF.Abs(v));
+        float s = 127f / MathF.Max(amax, 1e-5f);
+        sum = 0;
+        for (int j = 0; j < x.Length; j++)
+        {
+            int v = (int)Math.Clamp(MathF.Round(x[j] * s, MidpointRounding.ToEven), -128f, 127f);
+            q[j] = (sbyte)v;
+            sum += v;
+        }
+        return s;
+    }
+}

@@ -1,0 +1,104 @@
+// Small fp32 helpers of the forward pass (dot, scaled add, RMSNorm, SiLU gate, RoPE, softmax), vectorized with
+// Vector256 where the loop is hot. Not the ternary kernels (TernaryMatMul).
+using System.Runtime.Intrinsics;
+
+namespace Duck.Inference.Kernels;
+
+/// <summary>fp32 vector operations on spans.</summary>
+public static class VectorMath
+{
+    /// <summary>Σ a[i]·b[i].</summary>
+    public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        int n = a.Length, i = 0;
+        float sum = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i + 8 <= n; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Create(a.Slice(i, 8)), Vector256.Create(b.Slice(i, 8)), acc);
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>y[i] += alpha·x[i].</summary>
+    public static void AddScaled(Span<float> y, ReadOnlySpan<float> x, float alpha)
+    {
+        int n = y.Length, i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var va = Vector256.Create(alpha);
+            for (; i + 8 <= n; i += 8)
+                Vector256.FusedMultiplyAdd(Vector256.Create(x.Slice(i, 8)), va, Vector256.Create(y.Slice(i, 8))).CopyTo(y.Slice(i, 8));
+        }
+        for (; i < n; i++) y[i] += alpha * x[i];
+    }
+
+    /// <summary>y[i] += x[i].</summary>
+    public static void Add(Span<float> y, ReadOnlySpan<float> x)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] += x[i];
+    }
+
+    /// <summary>y = x / sqrt(mean(x²) + eps) · w.</summary>
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float eps, Span<float> y)
+    {
+        float ms = Dot(x, x) / x.Length;
+        float inv = 1f / MathF.Sqrt(ms + eps);
+        for (int i = 0; i < x.Length; i++) y[i] = x[i] * inv * w[i];
+    }
+
+    /// <summary>gate[i] = SiLU(gate[i]) · up[i], with SiLU(g) = g / (1 + e^-g).</summary>
+    public static void SiluGate(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+        }
+    }
+
+    /// <summary>Interleaved-pair RoPE on each head of one token: (a, b) → (a cos − b sin, a sin + b cos).</summary>
+    public static void Rope(Span<float> x, int numHeads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        for (int h = 0; h < numHeads; h++)
+        {
+            var v = x.Slice(h * headDim, headDim);
+            for (int i = 0; i < headDim / 2; i++)
+            {
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * cos[i] - b * sin[i];
+                v[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// <summary>cos/sin tables [position, headDim/2] for theta = p · base^(-2i/headDim).</summary>
+    public static (float[] Cos, float[] Sin) RopeTables(int positions, int headDim, float ropeBase)
+    {
+        int half = headDim / 2;
+        var cos = new float[positions * half];
+        var sin = new float[positions * half];
+        for (int p = 0; p < positions; p++)
+            for (int i = 0; i < half; i++)
+            {
+                float invFreq = MathF.Pow(ropeBase, -2f * i / headDim);
+                float theta = p * invFreq;
+                cos[p * half + i] = MathF.Cos(theta);
+                sin[p * half + i] = MathF.Sin(theta);
+            }
+        return (cos, sin);
+    }
+
+    /// <summary>In-place softmax with max subtraction.</summary>
+    public static void Softmax(Span<float> x)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float v in x) max = MathF.Max(max, v);
+        float sum = 0;
+        for (int i = 0; i < x.Length; i++) { x[i] = MathF.Exp(x[i] - max); sum += x[i]; }
+        float inv = 1f / sum;
+        for (int i = 0; i < x.Length; i++) x[i] *= inv;
+    }
+}
