@@ -61,13 +61,16 @@ public static class TaggedText
         return slash < 0 ? "" : token[(slash + 1)..];
     }
 
-    /// <summary>Joins words with single spaces, re-attaching punctuation and turning `` and '' into ".</summary>
+    /// <summary>Joins words with single spaces, re-attaching punctuation, turning `` and '' into " and dropping Brown's doubled stops.</summary>
     public static string Join(IEnumerable<string> words)
     {
         var sb = new StringBuilder();
         bool glueNext = true; // no space before the first word
+        string previous = "";
         foreach (string word in words)
         {
+            if (IsRepeatedStop(previous, word)) continue;
+            previous = word;
             bool glue = glueNext || NoSpaceBefore.Contains(word);
             if (!glue) sb.Append(' ');
             sb.Append(word is "``" or "''" ? "\"" : word);
@@ -75,4 +78,9 @@ public static class TaggedText
         }
         return sb.ToString();
     }
+
+    // Brown doubles a sentence-final ; ? ! : ("war/nn ;/. ;/.") and adds a period after abbreviations ("Jr./np ./.").
+    static bool IsRepeatedStop(string previous, string word) =>
+        word is ";" or "?" or "!" or ":" ? previous == word
+        : word == "." && previous.Length > 1 && previous.EndsWith('.');
 }

@@ -41,6 +41,16 @@ public sealed class TaggedTextTests
     }
 
     [Fact]
+    public void Detag_DoubledStopsAndAbbreviationPeriod_KeepsOne()
+    {
+        const string tagged = "the/at European/jj war/nn ;/. ;/.\nit/pps meant/vbd hardship/nn ?/. ?/. won/vbn by/in Ivan/np Allen/np Jr./np ./.";
+
+        string text = TaggedText.Detag(tagged);
+
+        Assert.Equal("the European war; it meant hardship? won by Ivan Allen Jr.", text);
+    }
+
+    [Fact]
     public void WordOf_WordContainingSlash_SplitsOnLastSlash()
     {
         Assert.Equal("and/or", TaggedText.WordOf("and/or/cc"));
