@@ -12,7 +12,8 @@ public sealed class AzureBlobCheckpointStore : ICheckpointStore
 {
     readonly BlobContainerClient container;
     readonly string blobPrefix; // "" or "some/prefix/"
-    readonly Lazy<Task> created;
+    readonly SemaphoreSlim creating = new(1, 1);
+    volatile bool created;
 
     /// <summary>Uses <paramref name="container"/> (created on first use if missing) and puts every blob under <paramref name="prefix"/>.</summary>
     public AzureBlobCheckpointStore(string connectionString, string container, string prefix = "")
@@ -24,21 +25,20 @@ public sealed class AzureBlobCheckpointStore : ICheckpointStore
         blobPrefix = trimmed.Length == 0 ? "" : trimmed + "/";
         try { this.container = new BlobContainerClient(connectionString, container); }
         catch (FormatException e) { throw new ArgumentException($"Azure storage connection string is malformed: {e.Message}", e); }
-        created = new Lazy<Task>(() => CreateContainerAsync());
     }
 
     public string Description => $"azure blob container '{container.Name}' prefix '{blobPrefix.TrimEnd('/')}' at {container.Uri}";
 
     public async Task WriteAsync(string path, ReadOnlyMemory<byte> data, CancellationToken ct = default)
     {
-        await created.Value;
+        await EnsureContainerAsync(ct);
         var blob = container.GetBlobClient(BlobName(CheckpointPaths.Validate(path)));
         await blob.UploadAsync(BinaryData.FromBytes(data), overwrite: true, ct);
     }
 
     public async Task<byte[]?> ReadAsync(string path, CancellationToken ct = default)
     {
-        await created.Value;
+        await EnsureContainerAsync(ct);
         var blob = container.GetBlobClient(BlobName(CheckpointPaths.Validate(path)));
         try
         {
@@ -51,7 +51,7 @@ public sealed class AzureBlobCheckpointStore : ICheckpointStore
     public async Task<IReadOnlyList<string>> ListAsync(string prefix, CancellationToken ct = default)
     {
         CheckpointPaths.Validate(prefix, allowEmpty: true, allowTrailingSlash: true);
-        await created.Value;
+        await EnsureContainerAsync(ct);
         var result = new List<string>();
         var options = new GetBlobsOptions { Prefix = blobPrefix + prefix };
         await foreach (BlobItem item in container.GetBlobsAsync(options, ct))
@@ -68,12 +68,21 @@ public sealed class AzureBlobCheckpointStore : ICheckpointStore
 
     string BlobName(string path) => blobPrefix + path;
 
-    async Task CreateContainerAsync()
+    /// <summary>Creates the container once; a failure is retried on the next call rather than remembered.</summary>
+    async Task EnsureContainerAsync(CancellationToken ct)
     {
-        try { await container.CreateIfNotExistsAsync(); }
+        if (created) return;
+        await creating.WaitAsync(ct);
+        try
+        {
+            if (created) return;
+            await container.CreateIfNotExistsAsync(cancellationToken: ct);
+            created = true;
+        }
         catch (RequestFailedException e)
         {
             throw new IOException($"cannot create or open {Description}: {e.Status} {e.ErrorCode}: {e.Message.Split('\n')[0]}", e);
         }
+        finally { creating.Release(); }
     }
 }
