@@ -1,0 +1,76 @@
+// AdamW over named parameters with its moments held as plain tensors, so that a checkpoint can store them in
+// safetensors by name and the parameter-server grain can run the same update. Decoupled weight decay applies
+// to matrices only (not to norm gains), as in nanoGPT.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Duck.Model;
+
+/// <summary>AdamW with per-step learning rate and weight decay (the two-stage schedule changes both).</summary>
+public sealed class AdamW : IDisposable
+{
+    readonly (string Name, Parameter Param, Tensor M, Tensor V)[] slots;
+    public double Beta1 { get; }
+    public double Beta2 { get; }
+    public double Eps { get; }
+    /// <summary>Optimizer steps taken so far (bias correction uses it).</summary>
+    public long StepCount { get; private set; }
+
+    public AdamW(IEnumerable<(string Name, Parameter Param)> parameters, double beta1 = 0.9, double beta2 = 0.95, double eps = 1e-8)
+    {
+        Beta1 = beta1; Beta2 = beta2; Eps = eps;
+        slots = parameters.Select(p => (p.Name, p.Param, zeros_like(p.Param).DetachFromDisposeScope(), zeros_like(p.Param).DetachFromDisposeScope())).ToArray();
+    }
+
+    /// <summary>One update of every parameter that has a gradient.</summary>
+    public void Step(double learningRate, double weightDecay)
+    {
+        StepCount++;
+        double bc1 = 1 - Math.Pow(Beta1, StepCount), bc2 = 1 - Math.Pow(Beta2, StepCount);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        foreach (var (_, p, m, v) in slots)
+        {
+            var g = p.grad;
+            if (g is null) continue;
+            m.mul_(Beta1).add_(g, alpha: 1 - Beta1);
+            v.mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
+            if (weightDecay > 0 && p.dim() >= 2) p.mul_(1 - learningRate * weightDecay);
+            var denom = v.div(bc2).sqrt_().add_(Eps);
+            p.addcdiv_(m, denom, value: -learningRate / bc1);
+        }
+    }
+
+    public void ZeroGrad()
+    {
+        foreach (var (_, p, _, _) in slots) p.grad?.zero_();
+    }
+
+    /// <summary>The moments by name: "m.{param}" and "v.{param}".</summary>
+    public IEnumerable<(string Name, Tensor Value)> State() =>
+        slots.SelectMany(s => new[] { ("m." + s.Name, s.M), ("v." + s.Name, s.V) });
+
+    /// <summary>Restores moments and step count; throws naming the first missing or mis-shaped moment.</summary>
+    public void LoadState(IReadOnlyDictionary<string, Tensor> state, long stepCount)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, _, m, v) in slots)
+        {
+            foreach (var (key, target) in new[] { ("m." + name, m), ("v." + name, v) })
+            {
+                if (!state.TryGetValue(key, out var value))
+                    throw new InvalidDataException($"optimizer state lacks '{key}'");
+                if (!value.shape.SequenceEqual(target.shape))
+                    throw new InvalidDataException($"optimizer state '{key}' has shape [{string.Join(", ", value.shape)}], expected [{string.Join(", ", target.shape)}]");
+                target.copy_(value);
+            }
+        }
+        StepCount = stepCount;
+    }
+
+    public void Dispose()
+    {
+        foreach (var (_, _, m, v) in slots) { m.Dispose(); v.Dispose(); }
+    }
+}

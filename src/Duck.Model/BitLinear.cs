@@ -1,0 +1,59 @@
+// BitNet b1.58's linear layer: ternary weights (per-tensor absmean) times int8-range activations (per-token
+// absmax), trained through a straight-through estimator on latent fp32 weights. No bias. With quantization
+// off it is a plain fp32 linear layer: the FP32 twin.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Duck.Model;
+
+/// <summary>The quantizers, as pure functions so tests and the inference engine's parity checks can call them.</summary>
+public static class BitQuant
+{
+    public const float Eps = 1e-5f;
+
+    /// <summary>Effectively W_q = clamp(round(W / (gamma + eps)), -1, 1) * gamma with gamma = mean(|W|).</summary>
+    public static Tensor TernaryWeights(Tensor w)
+    {
+        using var scope = NewDisposeScope();
+        var gamma = w.abs().mean();
+        return (w / (gamma + Eps)).round().clamp(-1, 1).mul(gamma).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Effectively x_q = clamp(round(x * s), -128, 127) / s with s = 127 / max|x| per token (last dim).</summary>
+    public static Tensor Int8Activations(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var scale = x.abs().amax(new long[] { -1 }, keepdim: true).clamp_min(Eps).reciprocal().mul(127f);
+        return (x * scale).round().clamp(-128, 127).div(scale).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Straight-through estimator: the forward value of <paramref name="quantized"/>, the gradient of identity.</summary>
+    public static Tensor SteThrough(Tensor x, Tensor quantized) => x + (quantized - x).detach();
+}
+
+/// <summary>y = Q_act(x) · Q_w(W)^T with latent fp32 weights [outFeatures, inFeatures].</summary>
+public sealed class BitLinear : nn.Module<Tensor, Tensor>
+{
+    readonly bool ternary;
+    readonly Parameter weight;
+
+    public BitLinear(long inFeatures, long outFeatures, bool ternary, float initStd, Generator? generator = null) : base(nameof(BitLinear))
+    {
+        this.ternary = ternary;
+        weight = new Parameter(empty(outFeatures, inFeatures));
+        using (no_grad()) weight.normal_(0, initStd, generator); // nn.init.normal_ ignores its generator (TorchSharp 0.107)
+        RegisterComponents();
+    }
+
+    public Parameter Weight => weight;
+
+    public override Tensor forward(Tensor x)
+    {
+        if (!ternary) return nn.functional.linear(x, weight);
+        using var scope = NewDisposeScope();
+        var xq = BitQuant.SteThrough(x, BitQuant.Int8Activations(x));   // [.., in]
+        var wq = BitQuant.SteThrough(weight, BitQuant.TernaryWeights(weight)); // [out, in]
+        return nn.functional.linear(xq, wq).MoveToOuterDisposeScope();   // [.., out]
+    }
+}
