@@ -48,12 +48,17 @@ public sealed class BitLinear : nn.Module<Tensor, Tensor>
 
     public Parameter Weight => weight;
 
+    /// <summary>True when <see cref="Weight"/> already holds quantized values (t * gamma, as a worker replica receives them
+    /// from the parameter server): the forward pass uses them as they are, and their gradient is the STE gradient of
+    /// the latent weights they came from.</summary>
+    public bool PrequantizedWeights { get; set; }
+
     public override Tensor forward(Tensor x)
     {
         if (!ternary) return nn.functional.linear(x, weight);
         using var scope = NewDisposeScope();
         var xq = BitQuant.SteThrough(x, BitQuant.Int8Activations(x));   // [.., in]
-        var wq = BitQuant.SteThrough(weight, BitQuant.TernaryWeights(weight)); // [out, in]
+        var wq = PrequantizedWeights ? weight : BitQuant.SteThrough(weight, BitQuant.TernaryWeights(weight)); // [out, in]
         return nn.functional.linear(xq, wq).MoveToOuterDisposeScope();   // [.., out]
     }
 }

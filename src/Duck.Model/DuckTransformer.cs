@@ -165,6 +165,15 @@ public sealed class DuckTransformer : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Every BitLinear of the model, in parameter order.</summary>
+    public IEnumerable<BitLinear> BitLinears => modules().OfType<BitLinear>();
+
+    /// <summary>Switches every BitLinear between latent weights (training) and received quantized weights (worker replicas).</summary>
+    public void SetPrequantizedWeights(bool prequantized)
+    {
+        foreach (var layer in BitLinears) layer.PrequantizedWeights = prequantized;
+    }
+
     public override Tensor forward(Tensor tokens)
     {
         using var scope = NewDisposeScope();

@@ -82,3 +82,26 @@ public class ModelInitTests
             .equal(c.named_parameters().First(p => p.name == TensorNames.Q(0)).parameter).all().item<bool>());
     }
 }
+
+public class PrequantizedTests
+{
+    [Fact]
+    public void Forward_PrequantizedCopyOfQuantizedWeights_EqualsLatentModelAndItsGradients()
+    {
+        var config = ModelPresets.Get("tiny") with { VocabSize = 100 };
+        using var latent = new DuckTransformer(config, seed: 3);
+        using var replica = new DuckTransformer(config, seed: 4);
+        using (no_grad())
+            foreach (var ((name, src), (_, dst)) in latent.named_parameters().Zip(replica.named_parameters()))
+                dst.copy_(latent.BitLinears.Any(l => ReferenceEquals(l.Weight, src)) ? BitQuant.TernaryWeights(src) : src);
+        replica.SetPrequantizedWeights(true);
+        using var x = randint(0, 100, new long[] { 2, 8 });
+        using var y = randint(0, 100, new long[] { 2, 8 });
+
+        latent.Loss(x, y).backward();
+        replica.Loss(x, y).backward();
+
+        foreach (var ((name, a), (_, b)) in latent.named_parameters().Zip(replica.named_parameters()))
+            Assert.True(a.grad!.allclose(b.grad!, rtol: 1e-4, atol: 1e-6), name);
+    }
+}
