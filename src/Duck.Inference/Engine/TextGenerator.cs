@@ -49,10 +49,8 @@ public static class TextGenerator
         else if (session.Length == 0) throw new ArgumentException("cannot generate from an empty session without prompt tokens");
         stats.PrefillMs = clock.Elapsed.TotalMilliseconds;
         var sampler = new Sampler(options);
-        var vocab = Gpt2Vocabulary.Shared;
-        var decoder = new UTF8Encoding(false).GetDecoder();
+        var decoder = new TokenTextDecoder();
         var pending = new StringBuilder();
-        var chars = new char[1024];
         stats.StopReason = StopReason.MaxTokens;
         for (int n = 0; n < options.MaxTokens; n++)
         {
@@ -61,9 +59,7 @@ public static class TextGenerator
             if (n == 0) stats.TimeToFirstTokenMs = clock.Elapsed.TotalMilliseconds;
             stats.GeneratedTokens++;
             if (token == options.EndOfTextToken) { stats.StopReason = StopReason.EndOfText; break; }
-            var bytes = vocab.TokenBytes(token);
-            int count = decoder.GetChars(bytes, chars, flush: false);
-            pending.Append(chars, 0, count);
+            pending.Append(decoder.Append(token));
             var (emit, stopped) = SplitAtStop(pending, options.StopSequences);
             if (emit.Length > 0) yield return emit;
             if (stopped) { stats.StopReason = StopReason.StopSequence; break; }
@@ -75,8 +71,7 @@ public static class TextGenerator
         }
         if (stats.StopReason != StopReason.StopSequence)
         {
-            int count = decoder.GetChars([], chars, flush: true);
-            pending.Append(chars, 0, count);
+            pending.Append(decoder.Flush());
             if (pending.Length > 0) yield return pending.ToString();
         }
         stats.TotalMs = clock.Elapsed.TotalMilliseconds;
@@ -108,4 +103,22 @@ public static class TextGenerator
         pending.Append(text, text.Length - hold, hold);
         return (text[..^hold], false);
     }
+}
+
+/// <summary>Token ids → text, one token at a time; a UTF-8 character split across tokens is emitted once complete.</summary>
+public sealed class TokenTextDecoder
+{
+    readonly Decoder decoder = new UTF8Encoding(false).GetDecoder();
+    readonly char[] chars = new char[1024];
+
+    /// <summary>The text completed by this token (possibly empty while a character is incomplete).</summary>
+    public string Append(int token)
+    {
+        var bytes = Gpt2Vocabulary.Shared.TokenBytes(token);
+        int n = decoder.GetChars(bytes, chars, flush: false);
+        return new string(chars, 0, n);
+    }
+
+    /// <summary>Ends the stream: an incomplete character becomes U+FFFD.</summary>
+    public string Flush() => new(chars, 0, decoder.GetChars([], chars, flush: true));
 }

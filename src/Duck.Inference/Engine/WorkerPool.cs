@@ -1,19 +1,38 @@
 // A tiny persistent pool that runs one parallel loop at a time on the calling thread plus N-1 workers, which
-// spin briefly between loops and then sleep. Cheaper than Parallel.For for the ~100 small loops of one decoded
-// token. Not a general scheduler: loops must not nest.
+// spin briefly between loops and then sleep. The caller never waits for a worker that has not started: it
+// drains the items itself and waits only for items already claimed, so a descheduled worker costs nothing.
+// Cheaper than Parallel.For for the ~100 small loops of one decoded token. Not a general scheduler: no nesting.
 namespace Duck.Inference.Engine;
 
 /// <summary>Runs body(0..items-1) across threads; calls are serialized.</summary>
 public sealed class WorkerPool : IDisposable
 {
+    sealed class Job(Action<int> body, int items)
+    {
+        public readonly Action<int> Body = body;
+        public readonly int Items = items;
+        public int Next;
+        public int Completed;
+        public Exception? Failure;
+
+        public void Drain()
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref Next) - 1) < Items)
+            {
+                try { Body(i); }
+                catch (Exception e) { Interlocked.CompareExchange(ref Failure, e, null); }
+                Interlocked.Increment(ref Completed);
+            }
+        }
+    }
+
     readonly Thread[] workers;
     readonly object gate = new();
     readonly object runLock = new();
-    Action<int>? body;
-    int items, nextItem, busyWorkers;
-    long generation;
+    Job? current;
+    int sleepers;
     volatile bool stopping;
-    Exception? failure;
 
     /// <summary>The number of threads taking part in a loop (including the caller).</summary>
     public int ThreadCount => workers.Length + 1;
@@ -29,7 +48,7 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>Runs body for every item index; returns when all are done; rethrows the first exception.</summary>
+    /// <summary>Runs <paramref name="work"/> for every index in [0, itemCount); returns when all are done; rethrows the first exception.</summary>
     public void For(int itemCount, Action<int> work)
     {
         if (itemCount <= 0) return;
@@ -40,49 +59,36 @@ public sealed class WorkerPool : IDisposable
         }
         lock (runLock)
         {
-            body = work;
-            items = itemCount;
-            nextItem = 0;
-            failure = null;
-            Volatile.Write(ref busyWorkers, workers.Length);
-            lock (gate)
-            {
-                generation++;
-                Monitor.PulseAll(gate);
-            }
-            Drain();
+            var job = new Job(work, itemCount);
+            Volatile.Write(ref current, job);
+            if (Volatile.Read(ref sleepers) > 0)
+                lock (gate) Monitor.PulseAll(gate);
+            job.Drain();
             var spin = new SpinWait();
-            while (Volatile.Read(ref busyWorkers) > 0) spin.SpinOnce(sleep1Threshold: -1);
-            body = null;
-            if (failure is not null) throw new AggregateException(failure).InnerException!;
-        }
-    }
-
-    void Drain()
-    {
-        var work = body!;
-        int i;
-        while ((i = Interlocked.Increment(ref nextItem) - 1) < items)
-        {
-            try { work(i); }
-            catch (Exception e) { Interlocked.CompareExchange(ref failure, e, null); }
+            while (Volatile.Read(ref job.Completed) < itemCount) spin.SpinOnce(sleep1Threshold: -1);
+            if (job.Failure is not null) throw new AggregateException(job.Failure).InnerException!;
         }
     }
 
     void WorkerLoop()
     {
-        long seen = 0;
-        while (true)
+        Job? seen = null;
+        while (!stopping)
         {
             var spin = new SpinWait();
-            for (int k = 0; k < 2000 && Volatile.Read(ref generation) == seen && !stopping; k++) spin.SpinOnce(sleep1Threshold: -1);
-            if (Volatile.Read(ref generation) == seen)
+            for (int k = 0; k < 4000 && Volatile.Read(ref current) == seen && !stopping; k++) spin.SpinOnce(sleep1Threshold: -1);
+            if (Volatile.Read(ref current) == seen)
+            {
                 lock (gate)
-                    while (generation == seen && !stopping) Monitor.Wait(gate);
+                {
+                    Interlocked.Increment(ref sleepers);
+                    while (Volatile.Read(ref current) == seen && !stopping) Monitor.Wait(gate, 50);
+                    Interlocked.Decrement(ref sleepers);
+                }
+            }
             if (stopping) return;
-            seen = Volatile.Read(ref generation);
-            Drain();
-            Interlocked.Decrement(ref busyWorkers);
+            seen = Volatile.Read(ref current);
+            seen?.Drain();
         }
     }
 

@@ -40,6 +40,7 @@ public static class GgufExporter
             if (config.ModelDim % 256 != 0 || config.FfnDim % 256 != 0)
                 throw new ArgumentException($"--llama-cpp needs ModelDim ({config.ModelDim}) and FfnDim ({config.FfnDim}) to be multiples of 256 (TQ block size)");
         }
+        foreach (var (key, count) in ExpectedTensors(config)) Checked(Require(tensors, key, config), key, count);
         var specs = TensorSpecs(config, options.TernaryType, name => Require(tensors, name, config));
         GgufWriter.Write(output, Metadata(config, options), specs);
     }
@@ -50,6 +51,22 @@ public static class GgufExporter
         var specs = TensorSpecs(config, ternaryType, _ => []);
         long header = GgufWriter.HeaderBytes(Metadata(config, new ExportOptions { TernaryType = ternaryType }), specs);
         return header + specs.Sum(s => GgufWriter.Align(s.SizeBytes, GgufWriter.DefaultAlignment));
+    }
+
+    /// <summary>Every checkpoint key the config needs, with its element count.</summary>
+    public static IEnumerable<(string Key, long Count)> ExpectedTensors(ModelConfig c)
+    {
+        long d = c.ModelDim, f = c.FfnDim;
+        yield return (TensorNames.Embedding, c.VocabSize * d);
+        yield return (TensorNames.FinalNorm, d);
+        if (!c.TiedHead) yield return (TensorNames.Head, c.VocabSize * d);
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            foreach (var k in new[] { TensorNames.AttnNorm(l), TensorNames.AttnSubNorm(l), TensorNames.FfnNorm(l) }) yield return (k, d);
+            yield return (TensorNames.FfnSubNorm(l), f);
+            foreach (var k in new[] { TensorNames.Q(l), TensorNames.K(l), TensorNames.V(l), TensorNames.O(l) }) yield return (k, d * d);
+            foreach (var k in new[] { TensorNames.Gate(l), TensorNames.Up(l), TensorNames.Down(l) }) yield return (k, d * f);
+        }
     }
 
     static float[] Require(IReadOnlyDictionary<string, float[]> tensors, string name, ModelConfig config) =>

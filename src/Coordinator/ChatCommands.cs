@@ -1,0 +1,33 @@
+// `duck chat`: an interactive conversation with a GGUF model on stdin/stdout, streaming each reply as it is
+// generated. `quit` or end of input ends it. The prompt format is ChatTemplate's; this file only does I/O.
+using System.CommandLine;
+using Duck.Inference.Engine;
+
+namespace Duck.Coordinator;
+
+public static class ChatCommands
+{
+    public static Command Chat()
+    {
+        var model = new Option<string>("--model") { Description = "GGUF model file", Required = true };
+        var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "0 disables", DefaultValueFactory = _ => 40 };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass in (0, 1]", DefaultValueFactory = _ => 0.95f };
+        var penalty = new Option<float>("--repetition-penalty") { Description = "1 disables", DefaultValueFactory = _ => 1.1f };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens per reply", DefaultValueFactory = _ => 128 };
+        var seed = new Option<int?>("--seed") { Description = "Sampling seed (random when absent)" };
+        var cmd = new Command("chat", "Chat with a model; type quit or press Ctrl-D to leave.");
+        foreach (var o in new Option[] { model, temperature, topK, topP, penalty, maxTokens, seed }) cmd.Options.Add(o);
+        cmd.SetAction((ParseResult pr, CancellationToken ct) =>
+        {
+            var options = new SamplingOptions
+            {
+                Temperature = pr.GetValue(temperature), TopK = pr.GetValue(topK), TopP = pr.GetValue(topP),
+                RepetitionPenalty = pr.GetValue(penalty), MaxTokens = pr.GetValue(maxTokens), Seed = pr.GetValue(seed),
+            }.Validate();
+            using var m = InferenceModel.Load(pr.GetValue(model)!);
+            return Task.FromResult(ChatLoop.Run(m, options, Console.In, Console.Out, ct));
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,85 @@
+// `duck bench infer`: prefill and decode speed of the inference engine on a GGUF file or on random packed
+// weights of a preset (small, 700m, 1.3b, 3b), with time to first token, file size and peak memory.
+using System.CommandLine;
+using System.Diagnostics;
+using Duck.Core.Model;
+using Duck.Inference.Engine;
+using Duck.Inference.Kernels;
+
+namespace Duck.Coordinator;
+
+public static class InferenceBench
+{
+    public static Command Command()
+    {
+        var model = new Option<string?>("--model") { Description = "GGUF model file" };
+        var preset = new Option<string?>("--preset") { Description = "Preset shape (with --random-weights)" };
+        var random = new Option<bool>("--random-weights") { Description = "Random ternary weights instead of a file" };
+        var prompt = new Option<int>("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
+        var generate = new Option<int>("--generate-tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 128 };
+        var threads = new Option<int>("--threads") { Description = "Threads per request", DefaultValueFactory = _ => 2 };
+        var kernel = new Option<string?>("--kernel") { Description = "Force a kernel path: scalar, avx2, avxvnni, avx512" };
+        var json = new Option<bool>("--json") { Description = "One JSON line" };
+        var cmd = new Command("infer", "Measure prefill and decode tokens/s of the inference engine.");
+        foreach (var o in new Option[] { model, preset, random, prompt, generate, threads, kernel, json }) cmd.Options.Add(o);
+        cmd.SetAction((ParseResult pr, CancellationToken ct) =>
+        {
+            string? path = pr.GetValue(model), presetName = pr.GetValue(preset);
+            int promptTokens = pr.GetValue(prompt), genTokens = pr.GetValue(generate), nThreads = pr.GetValue(threads);
+            if ((path is null) == (presetName is null)) throw new UserErrorException("give either --model FILE or --preset NAME --random-weights");
+            if (presetName is not null && !pr.GetValue(random)) throw new UserErrorException("--preset needs --random-weights (there are no trained weights for a preset)");
+            if (promptTokens < 1 || genTokens < 1) throw new UserErrorException("--prompt-tokens and --generate-tokens must be at least 1");
+            if (nThreads < 1) throw new UserErrorException($"--threads must be at least 1, got {nThreads}");
+            var loadClock = Stopwatch.StartNew();
+            using var m = path is not null
+                ? InferenceModel.Load(path, nThreads)
+                : InferenceModel.CreateRandom(ModelPresets.Get(presetName!), seed: 1, threads: nThreads);
+            double loadMs = loadClock.Elapsed.TotalMilliseconds;
+            if (pr.GetValue(kernel) is { } k)
+            {
+                m.KernelPath = Enum.TryParse<KernelPath>(k, ignoreCase: true, out var kp) && TernaryMatMul.IsSupported(kp)
+                    ? kp : throw new UserErrorException($"--kernel '{k}' is unknown or unsupported here (best: {TernaryMatMul.Best})");
+            }
+            if (promptTokens + genTokens > m.Config.ContextLength)
+                throw new UserErrorException($"prompt {promptTokens} + generate {genTokens} tokens exceed the context window of {m.Config.ContextLength}");
+            var rng = new Random(7);
+            int[] tokens = Enumerable.Range(0, promptTokens).Select(_ => rng.Next(50000)).ToArray();
+
+            // Warm-up (JIT tiers, page faults), then the measured run.
+            var warm = new InferenceSession(m);
+            warm.Append(tokens.AsSpan(0, Math.Min(16, promptTokens)));
+            for (int i = 0; i < 8 && warm.Length < m.Config.ContextLength; i++) warm.Append([Sampler.ArgMax(warm.LastLogits)]);
+
+            var session = new InferenceSession(m);
+            var clock = Stopwatch.StartNew();
+            session.Append(tokens);
+            double prefillMs = clock.Elapsed.TotalMilliseconds;
+            int next = Sampler.ArgMax(session.LastLogits);
+            double ttftMs = clock.Elapsed.TotalMilliseconds;
+            var decodeClock = Stopwatch.StartNew();
+            for (int i = 0; i < genTokens; i++)
+            {
+                session.Append([next]);
+                next = Sampler.ArgMax(session.LastLogits);
+            }
+            double decodeMs = decodeClock.Elapsed.TotalMilliseconds;
+            double prefillTps = promptTokens / (prefillMs / 1000), decodeTps = genTokens / (decodeMs / 1000);
+            long peak = ProcessMemory.PeakRssBytes();
+            string name = path ?? $"{presetName} (random)";
+            if (pr.GetValue(json))
+                Cli.WriteJson(new
+                {
+                    model = name, kernel = m.KernelPath.ToString(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens,
+                    prefill_tokens_per_s = Math.Round(prefillTps, 1), decode_tokens_per_s = Math.Round(decodeTps, 1),
+                    ttft_ms = Math.Round(ttftMs, 1), load_ms = Math.Round(loadMs, 1), file_bytes = m.FileBytes, peak_rss_bytes = peak,
+                });
+            else
+                Console.WriteLine($"{name}: kernel {m.KernelPath}, {nThreads} threads, load {loadMs:F0} ms\n" +
+                                  $"  prefill {promptTokens} tokens: {prefillTps:F1} tokens/s (time to first token {ttftMs:F1} ms)\n" +
+                                  $"  decode {genTokens} tokens: {decodeTps:F1} tokens/s\n" +
+                                  $"  file {m.FileBytes / 1e6:F1} MB, peak RSS {peak / 1e6:F1} MB");
+            return Task.FromResult(0);
+        });
+        return cmd;
+    }
+}

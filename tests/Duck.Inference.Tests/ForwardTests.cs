@@ -1,0 +1,137 @@
+// The optimized engine against the plain reference forward pass on tiny random models (ternary TQ2_0/TQ1_0,
+// tied and untied head, FP32 twin): logits within tolerance and equal greedy tokens; KV-cache decode equals
+// full recompute; batched decode equals one session at a time; every kernel path gives the same logits.
+using Duck.Core.Model;
+using Duck.Inference.Engine;
+using Duck.Inference.Gguf;
+using Duck.Inference.Kernels;
+
+namespace Duck.Inference.Tests;
+
+public class ForwardTests
+{
+    // Engine and reference differ only in fp32 summation order (int dot × scale vs fp32 sums; float vs double
+    // norms), which can flip an int8 activation rounding now and then. Logits of these tiny models are O(1-10).
+    const float Tolerance = 2e-3f;
+
+    static readonly int[] Prompt = [464, 318, 257, 922, 11, 290, 262, 995, 13, 198, 40, 716, 257];
+
+    static float MaxAbsDiff(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        float m = 0;
+        for (int i = 0; i < a.Length; i++) m = MathF.Max(m, MathF.Abs(a[i] - b[i]));
+        return m;
+    }
+
+    public static IEnumerable<object[]> Models() =>
+    [
+        [false, true, GgmlType.TQ2_0],
+        [true, true, GgmlType.TQ2_0],
+        [false, true, GgmlType.TQ1_0],
+        [false, false, GgmlType.TQ2_0],
+    ];
+
+    [Theory, MemberData(nameof(Models))]
+    public void Forward_TinyModel_MatchesReference(bool tied, bool ternary, GgmlType type)
+    {
+        var config = TestModels.Tiny(tied, ternary, vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 11, type);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            using var file = GgufFile.Open(path);
+            var expected = new ReferenceModel(file, config).Logits(Prompt);
+            var actual = new InferenceSession(model).AppendAllLogits(Prompt);
+            int v = config.VocabSize;
+            for (int t = 0; t < Prompt.Length; t++)
+            {
+                var row = actual.AsSpan(t * v, v);
+                Assert.True(MaxAbsDiff(row, expected[t]) < Tolerance * (1 + expected[t].Max(MathF.Abs)),
+                    $"position {t}: max |diff| {MaxAbsDiff(row, expected[t])}");
+                Assert.Equal(Array.IndexOf(expected[t], expected[t].Max()), Sampler.ArgMax(row));
+            }
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void Decode_WithKvCache_EqualsFullRecompute()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 12);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            var full = new InferenceSession(model).AppendAllLogits(Prompt);
+            var inc = new InferenceSession(model);
+            inc.Append(Prompt.AsSpan(0, 5));
+            int v = config.VocabSize;
+            for (int t = 5; t < Prompt.Length; t++)
+            {
+                var logits = inc.Append([Prompt[t]]);
+                Assert.True(MaxAbsDiff(logits, full.AsSpan(t * v, v)) < 1e-4f, $"position {t}");
+            }
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void DecodeBatch_ThreeSessions_EqualsSeparateDecodes()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 13);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            var sessions = Enumerable.Range(0, 3).Select(_ => new InferenceSession(model)).ToArray();
+            var singles = Enumerable.Range(0, 3).Select(_ => new InferenceSession(model)).ToArray();
+            for (int i = 0; i < 3; i++) { sessions[i].Append(Prompt.AsSpan(0, 3 + i)); singles[i].Append(Prompt.AsSpan(0, 3 + i)); }
+            int[] next = [7, 8, 9];
+            InferenceSession.DecodeBatch(sessions, next);
+            for (int i = 0; i < 3; i++)
+                Assert.True(MaxAbsDiff(sessions[i].LastLogits, singles[i].Append([next[i]])) < 1e-4f, $"session {i}");
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void Forward_EveryKernelPath_SameLogits()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 14);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            model.KernelPath = KernelPath.Scalar;
+            var expected = new InferenceSession(model).AppendAllLogits(Prompt);
+            foreach (var p in Enum.GetValues<KernelPath>().Where(TernaryMatMul.IsSupported))
+            {
+                model.KernelPath = p;
+                Assert.Equal(expected, new InferenceSession(model).AppendAllLogits(Prompt));
+            }
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void Append_PastContextWindow_Throws()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 15);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            var e = Assert.Throws<ArgumentException>(() => new InferenceSession(model).Append(new int[config.ContextLength + 1]));
+            Assert.Contains("context window", e.Message);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void CreateRandom_SmallShape_ProducesFiniteLogits()
+    {
+        using var model = InferenceModel.CreateRandom(ModelPresets.Get("tiny"), seed: 3);
+        var logits = new InferenceSession(model).Append(Prompt);
+        Assert.All(logits.ToArray(), v => Assert.True(float.IsFinite(v)));
+    }
+}
