@@ -1,6 +1,6 @@
 // Ternary × int8 matrix products: y[t, i] = (Σ_j t_ij · xq_tj) · gamma / s_t for a range of output rows i and
 // every token t. One scalar oracle and three SIMD paths (AVX2 vpmaddubsw, AVX-VNNI vpdpbusd, AVX-512BW), each
-// tiled 4 rows × 4 tokens so one unpack of the 2-bit codes feeds 16 products. The kernels multiply codes
+// tiled over rows and tokens so one unpack of the 2-bit codes feeds several products. The kernels multiply codes
 // (t+1 ∈ {0,1,2}, unsigned) by int8 activations and subtract the row's activation sum. Not thread-aware: callers split rows.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -106,76 +106,94 @@ public static unsafe class TernaryMatMul
     static Vector256<byte> Codes(Vector256<byte> raw, int shift) =>
         (raw.AsUInt16() >>> shift).AsByte() & Vector256.Create((byte)3);
 
+    /// <summary>Tokens per cache block: their int8 rows (32 × PaddedCols bytes) stay in L1/L2 while every row of the range passes.</summary>
+    const int TokenBlock = 32;
+
     static void Tiled256<TDot>(in Args a, int rowStart, int rowEnd) where TDot : struct, IDot256
     {
-        int i = rowStart;
-        for (; i + 4 <= rowEnd; i += 4)
+        if (a.Tokens < 4)
         {
-            int t = 0;
-            for (; t + 4 <= a.Tokens; t += 4) Rows4Tokens4<TDot>(a, i, t);
-            for (; t < a.Tokens; t++) Rows4Token1<TDot>(a, i, t);
+            int i = rowStart;
+            for (; i + 4 <= rowEnd; i += 4)
+                for (int t = 0; t < a.Tokens; t++) Rows4Token1<TDot>(a, i, t);
+            for (; i < rowEnd; i++)
+                for (int t = 0; t < a.Tokens; t++) Row1Token1<TDot>(a, i, t);
+            return;
         }
-        for (; i < rowEnd; i++)
-            for (int t = 0; t < a.Tokens; t++) Row1Token1<TDot>(a, i, t);
+        for (int t0 = 0; t0 < a.Tokens; t0 += TokenBlock)
+        {
+            int t1 = Math.Min(a.Tokens, t0 + TokenBlock);
+            int i = rowStart;
+            for (; i + 2 <= rowEnd; i += 2)
+            {
+                int t = t0;
+                for (; t + 4 <= t1; t += 4) Rows2Tokens4<TDot>(a, i, t);
+                for (; t < t1; t++) { Row1Token1<TDot>(a, i, t); Row1Token1<TDot>(a, i + 1, t); }
+            }
+            for (; i < rowEnd; i++)
+                for (int t = t0; t < t1; t++) Row1Token1<TDot>(a, i, t);
+        }
     }
 
-    static void Rows4Tokens4<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
+    /// <summary>2 rows × 4 tokens: 8 accumulators, 2 code vectors and one activation vector fit the 16 VEX registers.</summary>
+    static void Rows2Tokens4<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
     {
         int rb = a.W.RowBytes;
-        byte* w0 = a.W.RowPointer(i), w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+        byte* w0 = a.W.RowPointer(i), w1 = w0 + rb;
         sbyte* x0 = a.X + (long)t * a.Kp, x1 = x0 + a.Kp, x2 = x1 + a.Kp, x3 = x2 + a.Kp;
         Vector256<int> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector256<int> c10 = default, c11 = default, c12 = default, c13 = default;
-        Vector256<int> c20 = default, c21 = default, c22 = default, c23 = default;
-        Vector256<int> c30 = default, c31 = default, c32 = default, c33 = default;
-        for (int g = 0; g < rb; g += 32) // g: byte offset of a 32-byte half of a 64-byte group
+        for (int g = 0; g < rb; g += 32)
         {
             int colBase = (g >> 6) * 256 + (g & 63);
-            var r0 = Vector256.Load(w0 + g); var r1 = Vector256.Load(w1 + g);
-            var r2 = Vector256.Load(w2 + g); var r3 = Vector256.Load(w3 + g);
+            var r0 = Vector256.Load(w0 + g);
+            var r1 = Vector256.Load(w1 + g);
             for (int l = 0; l < 4; l++)
             {
                 int col = colBase + l * 64;
-                var v0 = Vector256.Load(x0 + col); var v1 = Vector256.Load(x1 + col);
-                var v2 = Vector256.Load(x2 + col); var v3 = Vector256.Load(x3 + col);
-                var q = Codes(r0, 2 * l);
-                c00 = TDot.Dot(c00, q, v0); c01 = TDot.Dot(c01, q, v1); c02 = TDot.Dot(c02, q, v2); c03 = TDot.Dot(c03, q, v3);
-                q = Codes(r1, 2 * l);
-                c10 = TDot.Dot(c10, q, v0); c11 = TDot.Dot(c11, q, v1); c12 = TDot.Dot(c12, q, v2); c13 = TDot.Dot(c13, q, v3);
-                q = Codes(r2, 2 * l);
-                c20 = TDot.Dot(c20, q, v0); c21 = TDot.Dot(c21, q, v1); c22 = TDot.Dot(c22, q, v2); c23 = TDot.Dot(c23, q, v3);
-                q = Codes(r3, 2 * l);
-                c30 = TDot.Dot(c30, q, v0); c31 = TDot.Dot(c31, q, v1); c32 = TDot.Dot(c32, q, v2); c33 = TDot.Dot(c33, q, v3);
+                var q0 = Codes(r0, 2 * l);
+                var q1 = Codes(r1, 2 * l);
+                var v = Vector256.Load(x0 + col); c00 = TDot.Dot(c00, q0, v); c10 = TDot.Dot(c10, q1, v);
+                v = Vector256.Load(x1 + col); c01 = TDot.Dot(c01, q0, v); c11 = TDot.Dot(c11, q1, v);
+                v = Vector256.Load(x2 + col); c02 = TDot.Dot(c02, q0, v); c12 = TDot.Dot(c12, q1, v);
+                v = Vector256.Load(x3 + col); c03 = TDot.Dot(c03, q0, v); c13 = TDot.Dot(c13, q1, v);
             }
         }
         a.Store(i, t, Vector256.Sum(c00)); a.Store(i, t + 1, Vector256.Sum(c01)); a.Store(i, t + 2, Vector256.Sum(c02)); a.Store(i, t + 3, Vector256.Sum(c03));
         a.Store(i + 1, t, Vector256.Sum(c10)); a.Store(i + 1, t + 1, Vector256.Sum(c11)); a.Store(i + 1, t + 2, Vector256.Sum(c12)); a.Store(i + 1, t + 3, Vector256.Sum(c13));
-        a.Store(i + 2, t, Vector256.Sum(c20)); a.Store(i + 2, t + 1, Vector256.Sum(c21)); a.Store(i + 2, t + 2, Vector256.Sum(c22)); a.Store(i + 2, t + 3, Vector256.Sum(c23));
-        a.Store(i + 3, t, Vector256.Sum(c30)); a.Store(i + 3, t + 1, Vector256.Sum(c31)); a.Store(i + 3, t + 2, Vector256.Sum(c32)); a.Store(i + 3, t + 3, Vector256.Sum(c33));
     }
 
+    /// <summary>
+    /// 4 rows × 1 token (decode): a 64-byte group per iteration, shifts as immediates, and two accumulators per row
+    /// (even and odd shifts) so the vpdpbusd latency chains overlap.
+    /// </summary>
     static void Rows4Token1<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
     {
         int rb = a.W.RowBytes;
         byte* w0 = a.W.RowPointer(i), w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
-        sbyte* x0 = a.X + (long)t * a.Kp;
+        sbyte* x = a.X + (long)t * a.Kp;
         Vector256<int> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (int g = 0; g < rb; g += 32)
+        Vector256<int> d0 = default, d1 = default, d2 = default, d3 = default;
+        var mask = Vector256.Create((byte)3);
+        for (int g = 0; g < rb; g += 32, x += (g & 63) == 0 ? 224 : 32)
         {
-            int colBase = (g >> 6) * 256 + (g & 63);
-            var r0 = Vector256.Load(w0 + g); var r1 = Vector256.Load(w1 + g);
-            var r2 = Vector256.Load(w2 + g); var r3 = Vector256.Load(w3 + g);
-            for (int l = 0; l < 4; l++)
-            {
-                var v = Vector256.Load(x0 + colBase + l * 64);
-                c0 = TDot.Dot(c0, Codes(r0, 2 * l), v);
-                c1 = TDot.Dot(c1, Codes(r1, 2 * l), v);
-                c2 = TDot.Dot(c2, Codes(r2, 2 * l), v);
-                c3 = TDot.Dot(c3, Codes(r3, 2 * l), v);
-            }
+            var r0 = Vector256.Load(w0 + g).AsUInt16(); var r1 = Vector256.Load(w1 + g).AsUInt16();
+            var r2 = Vector256.Load(w2 + g).AsUInt16(); var r3 = Vector256.Load(w3 + g).AsUInt16();
+            var v = Vector256.Load(x);
+            c0 = TDot.Dot(c0, r0.AsByte() & mask, v); c1 = TDot.Dot(c1, r1.AsByte() & mask, v);
+            c2 = TDot.Dot(c2, r2.AsByte() & mask, v); c3 = TDot.Dot(c3, r3.AsByte() & mask, v);
+            v = Vector256.Load(x + 64);
+            d0 = TDot.Dot(d0, (r0 >>> 2).AsByte() & mask, v); d1 = TDot.Dot(d1, (r1 >>> 2).AsByte() & mask, v);
+            d2 = TDot.Dot(d2, (r2 >>> 2).AsByte() & mask, v); d3 = TDot.Dot(d3, (r3 >>> 2).AsByte() & mask, v);
+            v = Vector256.Load(x + 128);
+            c0 = TDot.Dot(c0, (r0 >>> 4).AsByte() & mask, v); c1 = TDot.Dot(c1, (r1 >>> 4).AsByte() & mask, v);
+            c2 = TDot.Dot(c2, (r2 >>> 4).AsByte() & mask, v); c3 = TDot.Dot(c3, (r3 >>> 4).AsByte() & mask, v);
+            v = Vector256.Load(x + 192);
+            d0 = TDot.Dot(d0, (r0 >>> 6).AsByte() & mask, v); d1 = TDot.Dot(d1, (r1 >>> 6).AsByte() & mask, v);
+            d2 = TDot.Dot(d2, (r2 >>> 6).AsByte() & mask, v); d3 = TDot.Dot(d3, (r3 >>> 6).AsByte() & mask, v);
         }
-        a.Store(i, t, Vector256.Sum(c0)); a.Store(i + 1, t, Vector256.Sum(c1));
-        a.Store(i + 2, t, Vector256.Sum(c2)); a.Store(i + 3, t, Vector256.Sum(c3));
+        a.Store(i, t, Vector256.Sum(c0 + d0)); a.Store(i + 1, t, Vector256.Sum(c1 + d1));
+        a.Store(i + 2, t, Vector256.Sum(c2 + d2)); a.Store(i + 3, t, Vector256.Sum(c3 + d3));
     }
 
     static void Row1Token1<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
@@ -192,27 +210,33 @@ public static unsafe class TernaryMatMul
         a.Store(i, t, Vector256.Sum(c0));
     }
 
-    // ---- AVX-512BW: a 64-byte load holds a whole 256-column block; vpmaddubsw + vpmaddwd per product ----
+    // ---- AVX-512BW: a 64-byte load holds a whole 256-column block. vpmaddubsw products (|pair| <= 512) are summed
+    // in int16 for up to 8 blocks (<= 8·4·512 = 16384, no overflow), then widened once with vpmaddwd. ----
+
+    const int Int16Blocks = 8;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<byte> Codes(Vector512<byte> raw, int shift) =>
-        (raw.AsUInt16() >>> shift).AsByte() & Vector512.Create((byte)3);
+    static Vector512<short> Mul(Vector512<byte> w, Vector512<sbyte> x) => Avx512BW.MultiplyAddAdjacent(w, x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<int> Dot(Vector512<int> acc, Vector512<byte> w, Vector512<sbyte> x) =>
-        Avx512BW.Add(acc, Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w, x), Vector512<short>.One));
+    static Vector512<int> Widen(Vector512<int> acc, Vector512<short> sum16) =>
+        acc + Avx512BW.MultiplyAddAdjacent(sum16, Vector512<short>.One);
 
     static void Tiled512(in Args a, int rowStart, int rowEnd)
     {
-        int i = rowStart;
-        for (; i + 4 <= rowEnd; i += 4)
+        for (int t0 = 0; t0 < a.Tokens; t0 += TokenBlock)
         {
-            int t = 0;
-            for (; t + 2 <= a.Tokens; t += 2) Rows4Tokens2x512(a, i, t);
-            for (; t < a.Tokens; t++) Rows4Token1x512(a, i, t);
+            int t1 = Math.Min(a.Tokens, t0 + TokenBlock);
+            int i = rowStart;
+            for (; i + 4 <= rowEnd; i += 4)
+            {
+                int t = t0;
+                for (; t + 2 <= t1; t += 2) Rows4Tokens2x512(a, i, t);
+                for (; t < t1; t++) Rows4Token1x512(a, i, t);
+            }
+            for (; i < rowEnd; i++)
+                for (int t = t0; t < t1; t++) Row1Token1<Avx2Dot>(a, i, t);
         }
-        for (; i < rowEnd; i++)
-            for (int t = 0; t < a.Tokens; t++) Row1Token1<Avx2Dot>(a, i, t);
     }
 
     static void Rows4Tokens2x512(in Args a, int i, int t)
@@ -220,21 +244,30 @@ public static unsafe class TernaryMatMul
         int rb = a.W.RowBytes;
         byte* w0 = a.W.RowPointer(i), w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
         sbyte* x0 = a.X + (long)t * a.Kp, x1 = x0 + a.Kp;
+        var mask = Vector512.Create((byte)3);
         Vector512<int> c00 = default, c01 = default, c10 = default, c11 = default;
         Vector512<int> c20 = default, c21 = default, c30 = default, c31 = default;
-        for (int g = 0; g < rb; g += 64)
+        for (int g0 = 0; g0 < rb; g0 += 64 * Int16Blocks)
         {
-            var r0 = Vector512.Load(w0 + g); var r1 = Vector512.Load(w1 + g);
-            var r2 = Vector512.Load(w2 + g); var r3 = Vector512.Load(w3 + g);
-            for (int l = 0; l < 4; l++)
+            Vector512<short> s00 = default, s01 = default, s10 = default, s11 = default;
+            Vector512<short> s20 = default, s21 = default, s30 = default, s31 = default;
+            int gEnd = Math.Min(rb, g0 + 64 * Int16Blocks);
+            for (int g = g0; g < gEnd; g += 64)
             {
-                int col = g * 4 + l * 64;
-                var v0 = Vector512.Load(x0 + col); var v1 = Vector512.Load(x1 + col);
-                var q = Codes(r0, 2 * l); c00 = Dot(c00, q, v0); c01 = Dot(c01, q, v1);
-                q = Codes(r1, 2 * l); c10 = Dot(c10, q, v0); c11 = Dot(c11, q, v1);
-                q = Codes(r2, 2 * l); c20 = Dot(c20, q, v0); c21 = Dot(c21, q, v1);
-                q = Codes(r3, 2 * l); c30 = Dot(c30, q, v0); c31 = Dot(c31, q, v1);
+                var r0 = Vector512.Load(w0 + g).AsUInt16(); var r1 = Vector512.Load(w1 + g).AsUInt16();
+                var r2 = Vector512.Load(w2 + g).AsUInt16(); var r3 = Vector512.Load(w3 + g).AsUInt16();
+                sbyte* xa = x0 + g * 4, xb = x1 + g * 4;
+                for (int l = 0; l < 4; l++)
+                {
+                    var v0 = Vector512.Load(xa + l * 64); var v1 = Vector512.Load(xb + l * 64);
+                    var q = (r0 >>> (2 * l)).AsByte() & mask; s00 += Mul(q, v0); s01 += Mul(q, v1);
+                    q = (r1 >>> (2 * l)).AsByte() & mask; s10 += Mul(q, v0); s11 += Mul(q, v1);
+                    q = (r2 >>> (2 * l)).AsByte() & mask; s20 += Mul(q, v0); s21 += Mul(q, v1);
+                    q = (r3 >>> (2 * l)).AsByte() & mask; s30 += Mul(q, v0); s31 += Mul(q, v1);
+                }
             }
+            c00 = Widen(c00, s00); c01 = Widen(c01, s01); c10 = Widen(c10, s10); c11 = Widen(c11, s11);
+            c20 = Widen(c20, s20); c21 = Widen(c21, s21); c30 = Widen(c30, s30); c31 = Widen(c31, s31);
         }
         a.Store(i, t, Vector512.Sum(c00)); a.Store(i, t + 1, Vector512.Sum(c01));
         a.Store(i + 1, t, Vector512.Sum(c10)); a.Store(i + 1, t + 1, Vector512.Sum(c11));
@@ -247,19 +280,35 @@ public static unsafe class TernaryMatMul
         int rb = a.W.RowBytes;
         byte* w0 = a.W.RowPointer(i), w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
         sbyte* x0 = a.X + (long)t * a.Kp;
+        var mask = Vector512.Create((byte)3);
         Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (int g = 0; g < rb; g += 64)
+        for (int g0 = 0; g0 < rb; g0 += 64 * Int16Blocks)
         {
-            var r0 = Vector512.Load(w0 + g); var r1 = Vector512.Load(w1 + g);
-            var r2 = Vector512.Load(w2 + g); var r3 = Vector512.Load(w3 + g);
-            for (int l = 0; l < 4; l++)
+            Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
+            Vector512<short> e0 = default, e1 = default, e2 = default, e3 = default;
+            int gEnd = Math.Min(rb, g0 + 64 * Int16Blocks);
+            for (int g = g0; g < gEnd; g += 64)
             {
-                var v = Vector512.Load(x0 + g * 4 + l * 64);
-                c0 = Dot(c0, Codes(r0, 2 * l), v); c1 = Dot(c1, Codes(r1, 2 * l), v);
-                c2 = Dot(c2, Codes(r2, 2 * l), v); c3 = Dot(c3, Codes(r3, 2 * l), v);
+                var r0 = Vector512.Load(w0 + g).AsUInt16(); var r1 = Vector512.Load(w1 + g).AsUInt16();
+                var r2 = Vector512.Load(w2 + g).AsUInt16(); var r3 = Vector512.Load(w3 + g).AsUInt16();
+                sbyte* x = x0 + g * 4;
+                var v = Vector512.Load(x);
+                s0 += Mul(r0.AsByte() & mask, v); s1 += Mul(r1.AsByte() & mask, v);
+                s2 += Mul(r2.AsByte() & mask, v); s3 += Mul(r3.AsByte() & mask, v);
+                v = Vector512.Load(x + 64);
+                e0 += Mul((r0 >>> 2).AsByte() & mask, v); e1 += Mul((r1 >>> 2).AsByte() & mask, v);
+                e2 += Mul((r2 >>> 2).AsByte() & mask, v); e3 += Mul((r3 >>> 2).AsByte() & mask, v);
+                v = Vector512.Load(x + 128);
+                s0 += Mul((r0 >>> 4).AsByte() & mask, v); s1 += Mul((r1 >>> 4).AsByte() & mask, v);
+                s2 += Mul((r2 >>> 4).AsByte() & mask, v); s3 += Mul((r3 >>> 4).AsByte() & mask, v);
+                v = Vector512.Load(x + 192);
+                e0 += Mul((r0 >>> 6).AsByte() & mask, v); e1 += Mul((r1 >>> 6).AsByte() & mask, v);
+                e2 += Mul((r2 >>> 6).AsByte() & mask, v); e3 += Mul((r3 >>> 6).AsByte() & mask, v);
             }
+            c0 = Widen(Widen(c0, s0), e0); c1 = Widen(Widen(c1, s1), e1);
+            c2 = Widen(Widen(c2, s2), e2); c3 = Widen(Widen(c3, s3), e3);
         }
         a.Store(i, t, Vector512.Sum(c0)); a.Store(i + 1, t, Vector512.Sum(c1));
-        a.Store(i + 2, t, Vector512.Sum(c2)); a.Store(i + 2 + 1, t, Vector512.Sum(c3));
+        a.Store(i + 2, t, Vector512.Sum(c2)); a.Store(i + 3, t, Vector512.Sum(c3));
     }
 }
