@@ -159,29 +159,42 @@ public sealed partial class InferenceModel : IDisposable
         }
     }
 
-    /// <summary>Repacks TQ blocks into the kernel layout; every block must carry the same scale (or 0 for an all-zero block).</summary>
+    /// <summary>
+    /// Repacks TQ blocks into the kernel layout; every block must carry the same scale (or 0 for an all-zero block).
+    /// Reads through a file handle rather than the mapping so the file's pages do not stay in this process's RSS.
+    /// </summary>
     static unsafe PackedTernary Repack(GgufFile file, GgufTensorInfo t, int rows, int cols)
     {
         int blockBytes = GgmlTypes.BlockBytes(t.Type);
         int blocksPerRow = PackedTernary.RoundUp(cols) / GgmlTypes.QK_K;
-        byte* src = file.DataPointer(t);
+        int rowBytes = blocksPerRow * blockBytes;
+        int rowsPerRead = Math.Max(1, (1 << 20) / rowBytes);
+        var buffer = new byte[rowsPerRead * rowBytes];
         var packed = new PackedTernary(rows, cols, 0f);
         Span<sbyte> codes = stackalloc sbyte[GgmlTypes.QK_K];
         float scale = float.NaN;
-        for (int r = 0; r < rows; r++)
+        using var handle = File.OpenHandle(file.Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
+        for (int r0 = 0; r0 < rows; r0 += rowsPerRead)
         {
-            byte* dst = packed.RowPointer(r);
-            for (int b = 0; b < blocksPerRow; b++, src += blockBytes)
+            int n = Math.Min(rowsPerRead, rows - r0);
+            var chunk = buffer.AsSpan(0, n * rowBytes);
+            if (RandomAccess.Read(handle, chunk, t.FileOffset + (long)r0 * rowBytes) != chunk.Length)
+                throw new InvalidDataException($"{file.Path}: tensor '{t.Name}' could not be read in full (file changed while loading?)");
+            for (int r = 0; r < n; r++)
             {
-                var block = new ReadOnlySpan<byte>(src, blockBytes);
-                float d = (float)BitConverter.ToHalf(block[^2..]);
-                if (t.Type == GgmlType.TQ2_0) GgmlQuants.UnpackTq2Block(block, codes);
-                else GgmlQuants.UnpackTq1Block(block, codes);
-                if (d == 0) codes.Clear();
-                else if (float.IsNaN(scale)) scale = d;
-                else if (d != scale)
-                    throw new InvalidDataException($"{file.Path}: tensor '{t.Name}' has per-block scales ({scale} and {d}); this engine needs one per-tensor scale as duck export writes");
-                PackBlock(codes, dst + b * 64);
+                byte* dst = packed.RowPointer(r0 + r);
+                for (int b = 0; b < blocksPerRow; b++)
+                {
+                    var block = chunk.Slice(r * rowBytes + b * blockBytes, blockBytes);
+                    float d = (float)BitConverter.ToHalf(block[^2..]);
+                    if (t.Type == GgmlType.TQ2_0) GgmlQuants.UnpackTq2Block(block, codes);
+                    else GgmlQuants.UnpackTq1Block(block, codes);
+                    if (d == 0) codes.Clear();
+                    else if (float.IsNaN(scale)) scale = d;
+                    else if (d != scale)
+                        throw new InvalidDataException($"{file.Path}: tensor '{t.Name}' has per-block scales ({scale} and {d}); this engine needs one per-tensor scale as duck export writes");
+                    PackBlock(codes, dst + b * 64);
+                }
             }
         }
         packed.Scale = float.IsNaN(scale) ? 0f : scale;
