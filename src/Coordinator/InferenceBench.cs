@@ -51,11 +51,15 @@ public static class InferenceBench
             for (int i = 0; i < 8 && warm.Length < m.Config.ContextLength; i++) warm.Append([Sampler.ArgMax(warm.LastLogits)]);
 
             var session = new InferenceSession(m);
+            var process = Process.GetCurrentProcess();
+            var cpu0 = process.TotalProcessorTime;
             var clock = Stopwatch.StartNew();
             session.Append(tokens);
             double prefillMs = clock.Elapsed.TotalMilliseconds;
             int next = Sampler.ArgMax(session.LastLogits);
             double ttftMs = clock.Elapsed.TotalMilliseconds;
+            process.Refresh();
+            var cpu1 = process.TotalProcessorTime;
             var decodeClock = Stopwatch.StartNew();
             for (int i = 0; i < genTokens; i++)
             {
@@ -63,6 +67,9 @@ public static class InferenceBench
                 next = Sampler.ArgMax(session.LastLogits);
             }
             double decodeMs = decodeClock.Elapsed.TotalMilliseconds;
+            process.Refresh();
+            // CPU time actually received (workers' spinning included): tells a slow run on a busy machine from a slow engine.
+            double prefillCpuMs = (cpu1 - cpu0).TotalMilliseconds, decodeCpuMs = (process.TotalProcessorTime - cpu1).TotalMilliseconds;
             double prefillTps = promptTokens / (prefillMs / 1000), decodeTps = genTokens / (decodeMs / 1000);
             long peak = ProcessMemory.PeakRssBytes();
             string name = path ?? $"{presetName} (random)";
@@ -71,13 +78,14 @@ public static class InferenceBench
                 {
                     model = name, kernel = m.KernelPath.ToString(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens,
                     prefill_tokens_per_s = Math.Round(prefillTps, 1), decode_tokens_per_s = Math.Round(decodeTps, 1),
-                    ttft_ms = Math.Round(ttftMs, 1), load_ms = Math.Round(loadMs, 1), file_bytes = m.FileBytes, peak_rss_bytes = peak,
+                    ttft_ms = Math.Round(ttftMs, 1), prefill_cpu_ms = Math.Round(prefillCpuMs), decode_cpu_ms = Math.Round(decodeCpuMs), load_ms = Math.Round(loadMs, 1), file_bytes = m.FileBytes, peak_rss_bytes = peak,
                 });
             else
                 Console.WriteLine($"{name}: kernel {m.KernelPath}, {nThreads} threads, load {loadMs:F0} ms\n" +
                                   $"  prefill {promptTokens} tokens: {prefillTps:F1} tokens/s (time to first token {ttftMs:F1} ms)\n" +
                                   $"  decode {genTokens} tokens: {decodeTps:F1} tokens/s\n" +
-                                  $"  file {m.FileBytes / 1e6:F1} MB, peak RSS {peak / 1e6:F1} MB");
+                                  $"  file {m.FileBytes / 1e6:F1} MB, peak RSS {peak / 1e6:F1} MB\n" +
+                                  $"  CPU time received: prefill {prefillCpuMs:F0} ms of {prefillMs:F0} ms wall, decode {decodeCpuMs:F0} ms of {decodeMs:F0} ms wall");
             return Task.FromResult(0);
         });
         return cmd;
