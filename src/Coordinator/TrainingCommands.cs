@@ -178,8 +178,9 @@ sealed class TrainFlags
             if (pr.GetValue(Steps) is not null) throw new UserErrorException("give --steps or --tokens, not both");
             if (tokens <= 0) throw new UserErrorException($"--tokens must be positive, got {tokens}");
             o = o with { Steps = (int)Math.Max(1, tokens / o.TokensPerStep) };
-            if (o.WarmupSteps >= o.Steps) o = o with { WarmupSteps = o.Steps / 10 };
         }
+        // A short run keeps the preset's warm-up proportion unless --warmup says otherwise.
+        if (pr.GetValue(WarmupSteps) is null && o.WarmupSteps >= o.Steps) o = o with { WarmupSteps = o.Steps / 10 };
         return o;
     }
 }

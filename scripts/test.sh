@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (unit, TorchSharp training, Orleans test clusters, Azurite, CLI) after set-up, and
+# prints one closing line "N passed, N failed". Exit code: non-zero when anything failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+log=$(mktemp)
+status=0
+dotnet test Duck.Distributed.sln -c Release --no-build -v quiet -nologo 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+failed=$(grep -Eo 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+rm -f "$log"
+echo "tests: $passed passed, $failed failed"
+if [ "$passed" -eq 0 ]; then echo "error: no test ran" >&2; exit 1; fi
+exit "$status"
