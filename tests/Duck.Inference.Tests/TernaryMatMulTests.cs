@@ -86,4 +86,23 @@ public class TernaryMatMulTests
         Assert.Equal(new sbyte[] { 64, -127, 32, 0 }, q); // 63.5 rounds to even 64, 31.75 → 32, 0.381 → 0
         Assert.Equal(64 - 127 + 32, sum);
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(31)]
+    [InlineData(32)]
+    [InlineData(100)]
+    [InlineData(768)]
+    [InlineData(2051)]
+    public void QuantizeRow_Vectorized_EqualsScalarOracle(int n)
+    {
+        var rng = new Random(n);
+        var x = Enumerable.Range(0, n).Select(i => (float)(rng.NextDouble() * 8 - 4)).ToArray();
+        x[n / 2] = 0.5f * 127f / 127f; // a value landing on .5 steps after scaling exercises half-to-even
+        var fast = new sbyte[n]; var slow = new sbyte[n];
+        float s1 = QuantizedActivations.QuantizeRow(x, fast, out int sum1);
+        float s2 = QuantizedActivations.QuantizeRowScalar(x, slow, out int sum2);
+        Assert.Equal((s2, sum2), (s1, sum1));
+        Assert.Equal(slow, fast);
+    }
 }

@@ -46,13 +46,24 @@ public static class VectorMath
     {
         float ms = Dot(x, x) / x.Length;
         float inv = 1f / MathF.Sqrt(ms + eps);
-        for (int i = 0; i < x.Length; i++) y[i] = x[i] * inv * w[i];
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (var vi = Vector256.Create(inv); i + 8 <= x.Length; i += 8)
+                (Vector256.Create(x.Slice(i, 8)) * vi * Vector256.Create(w.Slice(i, 8))).CopyTo(y.Slice(i, 8));
+        for (; i < x.Length; i++) y[i] = x[i] * inv * w[i];
     }
 
     /// <summary>gate[i] = SiLU(gate[i]) · up[i], with SiLU(g) = g / (1 + e^-g).</summary>
     public static void SiluGate(Span<float> gate, ReadOnlySpan<float> up)
     {
-        for (int i = 0; i < gate.Length; i++)
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 8 <= gate.Length; i += 8)
+            {
+                var g = Vector256.Create(gate.Slice(i, 8));
+                (g / (Vector256<float>.One + Vector256.Exp(-g)) * Vector256.Create(up.Slice(i, 8))).CopyTo(gate.Slice(i, 8));
+            }
+        for (; i < gate.Length; i++)
         {
             float g = gate[i];
             gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
