@@ -26,7 +26,10 @@ public static class ChatCommands
                 RepetitionPenalty = pr.GetValue(penalty), MaxTokens = pr.GetValue(maxTokens), Seed = pr.GetValue(seed),
             }.Validate();
             using var m = InferenceModel.Load(pr.GetValue(model)!);
-            return Task.FromResult(ChatLoop.Run(m, options, Console.In, Console.Out, ct));
+            var result = ChatLoop.Run(m, options, Console.In, Console.Out, ct);
+            if (result.EndOfInput && result.Replies == 0)
+                throw new UserErrorException("standard input is closed: duck chat reads messages from a terminal or piped lines");
+            return Task.FromResult(0);
         });
         return cmd;
     }

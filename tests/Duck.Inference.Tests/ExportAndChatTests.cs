@@ -89,11 +89,28 @@ public class ExportAndChatTests : IDisposable
             using var model = InferenceModel.Load(path);
             var input = new StringReader("Hi Duck!\n\nHow are you?\n");
             var output = new StringWriter();
-            int code = ChatLoop.Run(model, new SamplingOptions { Temperature = 0.8f, Seed = 1, MaxTokens = 12 }, input, output);
+            var result = ChatLoop.Run(model, new SamplingOptions { Temperature = 0.8f, Seed = 1, MaxTokens = 12 }, input, output);
             string text = output.ToString();
-            Assert.Equal(0, code);
+            Assert.Equal(new ChatLoopResult(2, EndOfInput: true), result);
             Assert.Equal(4, text.Split("you> ").Length - 1); // two messages, the empty line, then the prompt that reads EOF
             Assert.Equal(2, text.Split("duck>").Length - 1);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void ChatLoop_QuitAndOverlongMessage_ReportsAndStops()
+    {
+        var config = TestModels.Tiny();
+        string path = TestModels.WriteGguf(config, seed: 33);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            string longMessage = string.Join(" ", Enumerable.Repeat("duck", 200)); // far beyond the 64-token context
+            var output = new StringWriter();
+            var result = ChatLoop.Run(model, new SamplingOptions { MaxTokens = 4, Seed = 2 }, new StringReader(longMessage + "\nquit\nnever read\n"), output);
+            Assert.Equal(new ChatLoopResult(0, EndOfInput: false), result);
+            Assert.Contains("(not sent: the message is", output.ToString());
         }
         finally { File.Delete(path); }
     }
