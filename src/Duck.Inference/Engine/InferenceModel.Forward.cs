@@ -2,6 +2,7 @@
 // cache, consecutive positions) and a batched decode (one row per session) are the same code. Shapes use the
 // legend R = rows in the batch, D = ModelDim, F = FfnDim, H = NumHeads, hd = HeadDim, V = VocabSize.
 // Not the sampler and not session bookkeeping (InferenceSession).
+using System.Runtime.Intrinsics;
 using Duck.Inference.Kernels;
 
 namespace Duck.Inference.Engine;
@@ -128,23 +129,62 @@ public sealed partial class InferenceModel
 
     void Attention(int layer, int rows, KvCache[] caches, int[] positions, ForwardScratch s)
     {
-        int D = Config.ModelDim, H = Config.NumHeads, hd = Config.HeadDim;
+        int H = Config.NumHeads;
+        Pool.For(rows * H, item => AttendHead(layer, item / H, item % H, caches, positions, s));
+    }
+
+    /// <summary>One head of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p.</summary>
+    unsafe void AttendHead(int layer, int r, int h, KvCache[] caches, int[] positions, ForwardScratch s)
+    {
+        int D = Config.ModelDim, hd = Config.HeadDim, p = positions[r];
         float invSqrt = 1f / MathF.Sqrt(hd);
-        var q = s.Q;
-        var att = s.Att;
-        Pool.For(rows * H, item =>
+        float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(p + 1);
+        fixed (float* keys = caches[r].K[layer], values = caches[r].V[layer], q = s.Q, att = s.Att, sc = scores)
         {
-            int r = item / H, h = item % H, p = positions[r];
-            var keys = caches[r].K[layer];
-            var values = caches[r].V[layer];
-            var qv = q.AsSpan(r * D + h * hd, hd);
-            float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(p + 1);
-            for (int j = 0; j <= p; j++) scores[j] = VectorMath.Dot(qv, keys.AsSpan(j * D + h * hd, hd)) * invSqrt;
-            VectorMath.Softmax(scores.AsSpan(0, p + 1));
-            var o = att.AsSpan(r * D + h * hd, hd);
-            o.Clear();
-            for (int j = 0; j <= p; j++) VectorMath.AddScaled(o, values.AsSpan(j * D + h * hd, hd), scores[j]);
-            System.Buffers.ArrayPool<float>.Shared.Return(scores);
-        });
+            float* qv = q + r * D + h * hd;
+            float* o = att + r * D + h * hd;
+            float max = float.NegativeInfinity;
+            for (int j = 0; j <= p; j++)
+            {
+                float dot = DotPtr(qv, keys + (long)j * D + h * hd, hd) * invSqrt;
+                sc[j] = dot;
+                max = MathF.Max(max, dot);
+            }
+            float sum = 0;
+            for (int j = 0; j <= p; j++) { sc[j] = MathF.Exp(sc[j] - max); sum += sc[j]; }
+            float inv = 1f / sum;
+            new Span<float>(o, hd).Clear();
+            for (int j = 0; j <= p; j++) AxpyPtr(o, values + (long)j * D + h * hd, sc[j] * inv, hd);
+        }
+        System.Buffers.ArrayPool<float>.Shared.Return(scores);
+    }
+
+    static unsafe float DotPtr(float* a, float* b, int n)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 16)
+        {
+            Vector256<float> s0 = default, s1 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                s0 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
+                s1 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
+            }
+            sum = Vector256.Sum(s0 + s1);
+        }
+        for (; i < n; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    static unsafe void AxpyPtr(float* y, float* x, float alpha, int n)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var va = Vector256.Create(alpha);
+            for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), va, Vector256.Load(y + i)).Store(y + i);
+        }
+        for (; i < n; i++) y[i] += alpha * x[i];
     }
 }
