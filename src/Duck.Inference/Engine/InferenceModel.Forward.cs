@@ -7,17 +7,22 @@ using Duck.Inference.Kernels;
 
 namespace Duck.Inference.Engine;
 
-/// <summary>Keys and values of every layer for one sequence, fp32 [position, D] per layer, grown on demand.</summary>
+/// <summary>
+/// Keys and values of every layer for one sequence, fp32, head-major: [head, position, headDim] per layer, so the
+/// positions one head attends over are contiguous. Grown on demand.
+/// </summary>
 public sealed class KvCache
 {
-    readonly int modelDim, maxPositions;
+    readonly int numHeads, headDim, maxPositions;
     public float[][] K { get; private set; }
     public float[][] V { get; private set; }
+    /// <summary>Positions the arrays can hold.</summary>
     public int Capacity { get; private set; }
 
-    public KvCache(int layers, int modelDim, int maxPositions)
+    public KvCache(int layers, int numHeads, int headDim, int maxPositions)
     {
-        this.modelDim = modelDim;
+        this.numHeads = numHeads;
+        this.headDim = headDim;
         this.maxPositions = maxPositions;
         K = new float[layers][];
         V = new float[layers][];
@@ -25,7 +30,10 @@ public sealed class KvCache
     }
 
     /// <summary>Bytes currently allocated.</summary>
-    public long SizeBytes => 2L * K.Length * Capacity * modelDim * sizeof(float);
+    public long SizeBytes => 2L * K.Length * Capacity * numHeads * headDim * sizeof(float);
+
+    /// <summary>Offset of (head, position) in a layer's array.</summary>
+    public int Offset(int head, int position) => (head * Capacity + position) * headDim;
 
     /// <summary>Makes room for positions [0, positions).</summary>
     public void EnsureCapacity(int positions)
@@ -34,10 +42,18 @@ public sealed class KvCache
         int capacity = Math.Min(maxPositions, Math.Max(64, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)positions)));
         for (int l = 0; l < K.Length; l++)
         {
-            var k = new float[capacity * modelDim]; K[l].CopyTo(k, 0); K[l] = k;
-            var v = new float[capacity * modelDim]; V[l].CopyTo(v, 0); V[l] = v;
+            K[l] = Regrow(K[l], capacity);
+            V[l] = Regrow(V[l], capacity);
         }
         Capacity = capacity;
+    }
+
+    float[] Regrow(float[] old, int capacity)
+    {
+        var grown = new float[numHeads * capacity * headDim];
+        for (int h = 0; h < numHeads && Capacity > 0; h++)
+            Array.Copy(old, h * Capacity * headDim, grown, h * capacity * headDim, Capacity * headDim);
+        return grown;
     }
 }
 
@@ -96,8 +112,12 @@ public sealed partial class InferenceModel
                 var sin = RopeSin.AsSpan(p * half, half);
                 VectorMath.Rope(s.Q.AsSpan(r * D, D), H, hd, cos, sin);
                 VectorMath.Rope(s.K.AsSpan(r * D, D), H, hd, cos, sin);
-                s.K.AsSpan(r * D, D).CopyTo(caches[r].K[l].AsSpan(p * D, D));
-                s.V.AsSpan(r * D, D).CopyTo(caches[r].V[l].AsSpan(p * D, D));
+                for (int h = 0; h < H; h++)
+                {
+                    int o = caches[r].Offset(h, p);
+                    s.K.AsSpan(r * D + h * hd, hd).CopyTo(caches[r].K[l].AsSpan(o, hd));
+                    s.V.AsSpan(r * D + h * hd, hd).CopyTo(caches[r].V[l].AsSpan(o, hd));
+                }
             }
             Attention(l, R, caches, positions, s);                            // [R, D]
             NormRows(s.Att, B.AttnSubNorm, s.Att, R, D);
@@ -139,14 +159,16 @@ public sealed partial class InferenceModel
         int D = Config.ModelDim, hd = Config.HeadDim, p = positions[r];
         float invSqrt = 1f / MathF.Sqrt(hd);
         float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(p + 1);
-        fixed (float* keys = caches[r].K[layer], values = caches[r].V[layer], q = s.Q, att = s.Att, sc = scores)
+        int baseOffset = caches[r].Offset(h, 0);
+        fixed (float* keys0 = caches[r].K[layer], values0 = caches[r].V[layer], q = s.Q, att = s.Att, sc = scores)
         {
+            float* keys = keys0 + baseOffset, values = values0 + baseOffset;
             float* qv = q + r * D + h * hd;
             float* o = att + r * D + h * hd;
             float max = float.NegativeInfinity;
             for (int j = 0; j <= p; j++)
             {
-                float dot = DotPtr(qv, keys + (long)j * D + h * hd, hd) * invSqrt;
+                float dot = DotPtr(qv, keys + j * hd, hd) * invSqrt;
                 sc[j] = dot;
                 max = MathF.Max(max, dot);
             }
@@ -154,7 +176,7 @@ public sealed partial class InferenceModel
             for (int j = 0; j <= p; j++) { sc[j] = MathF.Exp(sc[j] - max); sum += sc[j]; }
             float inv = 1f / sum;
             new Span<float>(o, hd).Clear();
-            for (int j = 0; j <= p; j++) AxpyPtr(o, values + (long)j * D + h * hd, sc[j] * inv, hd);
+            for (int j = 0; j <= p; j++) AxpyPtr(o, values + j * hd, sc[j] * inv, hd);
         }
         System.Buffers.ArrayPool<float>.Shared.Return(scores);
     }
