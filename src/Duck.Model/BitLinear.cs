@@ -29,7 +29,7 @@ public static class BitQuant
     }
 
     /// <summary>Straight-through estimator: the forward value of <paramref name="quantized"/>, the gradient of identity.</summary>
-    public static Tensor SteThrough(Tensor x, Tensor quantized) => x + (quantized - x).detach();
+    public static Tensor SteThrough(Tensor x, Tensor quantized) => quantized.detach() + (x - x.detach());
 }
 
 /// <summary>y = Q_act(x) · Q_w(W)^T with latent fp32 weights [outFeatures, inFeatures].</summary>

@@ -37,6 +37,15 @@ public class BitQuantTests
         Assert.Equal(w.data<float>().ToArray(), x.grad!.data<float>().ToArray());
         Assert.Equal(BitQuant.Int8Activations(x).data<float>().ToArray(), y.data<float>().ToArray());
     }
+
+    [Fact]
+    public void SteThrough_LargeWeights_ForwardValueIsExactlyTheQuantizedValue()
+    {
+        using var w = randn(64, 64, generator: new TorchSharp.torch.Generator(7)).mul_(0.02).index_put_(tensor(0.9f), 0, 0).index_put_(tensor(-1.7f), 3, 5);
+        using var q = BitQuant.TernaryWeights(w);
+        using var y = BitQuant.SteThrough(w, q);
+        Assert.Equal(q.data<float>().ToArray(), y.data<float>().ToArray());
+    }
 }
 
 sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>

@@ -1,0 +1,34 @@
+// The grains' log messages, source-generated ([LoggerMessage]). Not metrics: those go into job state.
+using Microsoft.Extensions.Logging;
+
+namespace Duck.Grains;
+
+static partial class Log
+{
+    [LoggerMessage(1, LogLevel.Information, "job {JobId}: parameter server ready at version {Version} on {Silo}")]
+    public static partial void ServerReady(ILogger logger, string jobId, int version, string silo);
+
+    [LoggerMessage(2, LogLevel.Warning, "job {JobId}: committing step {Step} with {Arrived} of {Workers} workers")]
+    public static partial void PartialCommit(ILogger logger, string jobId, int step, int arrived, int workers);
+
+    [LoggerMessage(3, LogLevel.Error, "job {JobId}: step {Step} failed on the parameter server")]
+    public static partial void CommitFailed(ILogger logger, Exception e, string jobId, int step);
+
+    [LoggerMessage(4, LogLevel.Information, "job {JobId}: checkpoint {Name} in {Store}")]
+    public static partial void Checkpointed(ILogger logger, string jobId, string name, string store);
+
+    [LoggerMessage(5, LogLevel.Warning, "worker {Worker}: step {Step} failed")]
+    public static partial void WorkerStepFailed(ILogger logger, Exception e, string worker, int step);
+
+    [LoggerMessage(6, LogLevel.Warning, "job {JobId}: {Shards} training shard(s) for {Workers} workers; workers share shards")]
+    public static partial void FewerShards(ILogger logger, string jobId, int shards, int workers);
+
+    [LoggerMessage(7, LogLevel.Warning, "job {JobId}: checkpoint on cancel failed")]
+    public static partial void CancelCheckpointFailed(ILogger logger, Exception e, string jobId);
+
+    [LoggerMessage(8, LogLevel.Warning, "job {JobId}: parameter server re-activated from checkpoint step {Step}")]
+    public static partial void ServerRecovered(ILogger logger, string jobId, int step);
+
+    [LoggerMessage(9, LogLevel.Error, "job {JobId} failed: {Reason}")]
+    public static partial void JobFailed(ILogger logger, string jobId, string reason);
+}

@@ -1,0 +1,151 @@
+// The TorchSharp side of what travels: the parameter server packs a weight version (BitLinear matrices as 2-bit
+// ternary codes with their per-tensor gamma, norms fp32, the embedding served by rows), a worker replica loads it,
+// and a worker encodes its gradient (ternary with error feedback, fp16 or fp32). Runs off the grain scheduler.
+using Duck.Core.Data;
+using Duck.Core.Model;
+using Duck.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duck.Grains;
+
+/// <summary>Packing and unpacking of weights and gradients for one model shape.</summary>
+public static class ModelExchange
+{
+    /// <summary>Names of the BitLinear weights (sent ternary) of <paramref name="model"/>.</summary>
+    public static HashSet<string> TernaryNames(DuckTransformer model)
+    {
+        var layers = model.BitLinears.Select(l => l.Weight).ToList();
+        return model.named_parameters().Where(p => layers.Any(w => ReferenceEquals(w, p.parameter))).Select(p => p.name).ToHashSet();
+    }
+
+    /// <summary>True when workers fetch the embedding by rows (it is not the LM head).</summary>
+    public static bool EmbeddingByRows(ModelConfig config) => !config.TiedHead;
+
+    /// <summary>The packed weights a replica needs, but the embedding when it travels by rows.</summary>
+    public static byte[] PackWeights(DuckTransformer latent, HashSet<string> ternaryNames)
+    {
+        var packet = new TensorPacketWriter();
+        using var noGrad = no_grad();
+        foreach (var (name, p) in latent.named_parameters())
+        {
+            long rows = p.dim() >= 2 ? p.shape[0] : 1, columns = p.numel() / rows;
+            if (ternaryNames.Contains(name))
+            {
+                using var scope = NewDisposeScope();
+                // Exactly BitQuant.TernaryWeights: t = clamp(round(W / (gamma + eps)), -1, 1), forward value t * gamma.
+                var gamma = p.abs().mean();
+                var t = (p / (gamma + BitQuant.Eps)).round().clamp(-1, 1).to(ScalarType.Int8).contiguous();
+                packet.WriteTernary(name, rows, columns, new[] { gamma.item<float>() }, t.data<sbyte>().ToArray());
+            }
+            else if (name == TensorNames.Embedding && EmbeddingByRows(latent.Config)) continue;
+            else
+            {
+                using var c = p.detach().contiguous();
+                packet.WriteFp32(name, rows, columns, c.data<float>().ToArray());
+            }
+        }
+        return packet.ToArray();
+    }
+
+    /// <summary>fp32 bytes of the given rows of an embedding held row-major in <paramref name="source"/>.</summary>
+    public static byte[] EmbeddingRows(float[] source, ModelConfig config, int[] rows)
+    {
+        int dim = config.ModelDim, vocab = config.VocabSize;
+        var result = new byte[rows.Length * dim * 4];
+        var target = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(result.AsSpan());
+        for (int r = 0; r < rows.Length; r++)
+        {
+            if ((uint)rows[r] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(rows), rows[r], $"embedding row must be in 0..{vocab - 1}");
+            for (int c = 0; c < dim; c++) target[r * dim + c] = source[(long)rows[r] * dim + c];
+        }
+        return result;
+    }
+
+    /// <summary>Loads a weight packet (and the embedding rows it omits) into a replica running with prequantized weights.</summary>
+    public static void LoadReplica(DuckTransformer replica, byte[] weights, int[] rowIds, byte[] rowBytes)
+    {
+        var parameters = replica.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using var noGrad = no_grad();
+        TensorPacketReader.Read(weights, (name, rows, columns, ids, values) =>
+        {
+            if (!parameters.TryGetValue(name, out var p)) throw new InvalidDataException($"weights hold '{name}', which this model does not have");
+            if (p.numel() != values.Length) throw new InvalidDataException($"weights '{name}' hold {values.Length} values, the model expects {p.numel()}");
+            using var t = tensor(values, p.shape);
+            p.copy_(t);
+        });
+        if (rowIds.Length == 0) return;
+        var embedding = parameters[TensorNames.Embedding];
+        int dim = replica.Config.ModelDim;
+        var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rowBytes.AsSpan()).ToArray();
+        using var index = tensor(rowIds.Select(i => (long)i).ToArray(), ScalarType.Int64);
+        using var value = tensor(floats, new long[] { rowIds.Length, dim });
+        embedding.index_copy_(0, index, value);
+    }
+
+    /// <summary>Encodes a replica's gradients: the embedding only for <paramref name="rowIds"/> (its other rows are zero),
+    /// everything else dense. Ternary uses and updates <paramref name="residuals"/> (error feedback).</summary>
+    public static byte[] EncodeGradients(DuckTransformer replica, int[] rowIds, GradientCompression compression,
+                                         Dictionary<string, float[]> residuals, ref SplitMix64 rng)
+    {
+        var packet = new TensorPacketWriter();
+        bool byRows = EmbeddingByRows(replica.Config);
+        foreach (var (name, p) in replica.named_parameters())
+        {
+            using var g = p.grad is null ? zeros_like(p) : p.grad.detach().contiguous();
+            var all = g.data<float>().ToArray();
+            long rows = p.dim() >= 2 ? p.shape[0] : 1, columns = p.numel() / rows;
+            int[]? ids = byRows && name == TensorNames.Embedding ? rowIds : null;
+            float[] values = ids is null ? all : Gather(all, ids, (int)columns);
+            switch (compression)
+            {
+                case GradientCompression.None: packet.WriteFp32(name, rows, columns, values, ids); break;
+                case GradientCompression.Fp16: packet.WriteFp16(name, rows, columns, values, ids); break;
+                default:
+                    if (!residuals.TryGetValue(name, out var residual)) residuals[name] = residual = new float[p.numel()];
+                    long sentRows = ids?.Length ?? rows;
+                    var scales = new float[sentRows];
+                    var ternary = new sbyte[values.Length];
+                    for (int r = 0; r < sentRows; r++)
+                    {
+                        long at = (ids is null ? r : ids[r]) * columns;
+                        var slot = residual.AsSpan((int)at, (int)columns);
+                        scales[r] = TernaryCodec.QuantizeRow(values.AsSpan((int)(r * columns), (int)columns), slot,
+                                                             ternary.AsSpan((int)(r * columns), (int)columns), ref rng, TernaryCodec.DefaultClipSigmas);
+                    }
+                    packet.WriteTernary(name, rows, columns, scales, ternary, ids);
+                    break;
+            }
+        }
+        return packet.ToArray();
+    }
+
+    static float[] Gather(float[] all, int[] ids, int columns)
+    {
+        var result = new float[ids.Length * columns];
+        for (int r = 0; r < ids.Length; r++)
+            for (int c = 0; c < columns; c++) result[r * columns + c] = all[(long)ids[r] * columns + c];
+        return result;
+    }
+
+    /// <summary>Adds a gradient packet's values into dense per-tensor sums.</summary>
+    public static void Accumulate(byte[] packet, Dictionary<string, float[]> sums)
+    {
+        TensorPacketReader.Read(packet, (name, rows, columns, ids, values) =>
+        {
+            if (!sums.TryGetValue(name, out var sum)) throw new InvalidDataException($"gradient holds '{name}', which this model does not have");
+            if (ids is null)
+            {
+                if (values.Length != sum.Length) throw new InvalidDataException($"gradient '{name}' holds {values.Length} values, expected {sum.Length}");
+                for (int i = 0; i < sum.Length; i++) sum[i] += values[i];
+                return;
+            }
+            for (int r = 0; r < ids.Length; r++)
+            {
+                if ((long)ids[r] * columns + columns > sum.Length) throw new InvalidDataException($"gradient '{name}' row {ids[r]} is out of range");
+                long at = ids[r] * columns;
+                for (long c = 0; c < columns; c++) sum[at + c] += values[r * columns + c];
+            }
+        });
+    }
+}

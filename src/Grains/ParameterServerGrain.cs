@@ -1,0 +1,325 @@
+// The parameter server of one job: latent fp32 weights and AdamW state, one gradient contribution per worker per
+// step, averaging, clip, the optimizer step with the two-stage schedule, publication of the next (packed ternary)
+// weight version, and checkpoints in the single-process trainer's format. TorchSharp runs off the grain scheduler.
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Duck.Core.Checkpoints;
+using Duck.Core.Model;
+using Duck.Model;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
+
+namespace Duck.Grains;
+
+/// <summary>What survives the server's activation: the spec it serves (the weights live in checkpoints).</summary>
+[GenerateSerializer]
+public sealed record ParameterServerState
+{
+    [Id(0)] public JobSpec? Spec { get; init; }
+}
+
+public sealed class ParameterServerGrain(
+    [PersistentState("ps", DuckStorage.Name)] IPersistentState<ParameterServerState> saved,
+    ILogger<ParameterServerGrain> logger) : Grain, IParameterServerGrain
+{
+    sealed record Contribution(byte[] Packet, double Loss, long BytesDown, long BytesUp);
+    sealed record Snapshot(int Step, Dictionary<string, byte[]> Files, CheckpointManifest Manifest);
+
+    readonly string activationId = Guid.NewGuid().ToString("N");
+    readonly Dictionary<int, Contribution> arrived = new();
+    readonly Dictionary<int, byte[]?[]> assembling = new();
+    readonly List<StepMetric> recent = new();
+    JobSpec? spec;
+    TrainingOptions options = new();
+    ModelConfig config = new();
+    ServerModel? server;
+    CheckpointManager? checkpoints;
+    int version;
+    byte[] weights = [];
+    float[] embedding = [];
+    bool committing, frozen;
+    string? error;
+    double? valLoss;
+    int checkpointStep = -1;
+    long lastCommitTimestamp;
+    Task checkpointWrites = Task.CompletedTask;
+
+    public override async Task OnActivateAsync(CancellationToken ct)
+    {
+        if (saved.State.Spec is not { } s) return;
+        try { await InitializeAsync(s); }
+        catch (Exception e) { error = $"parameter server could not resume: {e.Message}"; }
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
+    {
+        server?.Dispose();
+        return Task.CompletedTask;
+    }
+
+    public async Task<ParameterServerStatus> StartAsync(JobSpec jobSpec, bool reloadCheckpoint)
+    {
+        jobSpec.Validate();
+        if (server is null || reloadCheckpoint || spec != jobSpec || error is not null)
+        {
+            while (committing) await Task.Delay(50);
+            await InitializeAsync(jobSpec);
+            saved.State = new ParameterServerState { Spec = jobSpec };
+            await saved.WriteStateAsync();
+        }
+        return Status();
+    }
+
+    async Task InitializeAsync(JobSpec jobSpec)
+    {
+        var newConfig = JobData.Model(jobSpec);
+        var newOptions = JobData.Options(jobSpec);
+        var validation = JobData.OpenValidationShard(jobSpec.DataFolder);
+        var shard0 = JobData.OpenTrainShard(jobSpec.DataFolder, 0);
+        var manager = new CheckpointManager(CheckpointStores.Open(jobSpec.CheckpointStore), newOptions.KeepCheckpoints);
+        var latest = await manager.LoadLatestAsync();
+        if (latest is not null)
+        {
+            var savedModel = latest.Manifest.Model.Deserialize<ModelConfig>();
+            if (savedModel != newConfig)
+                throw new InvalidDataException($"checkpoint {latest.Name} in {manager.Store.Description} holds a different model " +
+                    $"({JsonSerializer.Serialize(savedModel)}) than preset '{jobSpec.Preset}' ({JsonSerializer.Serialize(newConfig)}); use another checkpoint store");
+        }
+        var loaded = await Task.Run(() => ServerModel.Create(newConfig, newOptions, jobSpec, latest, validation, shard0));
+        server?.Dispose();
+        (server, spec, config, options, checkpoints) = (loaded, jobSpec, newConfig, newOptions, manager);
+        version = (int)(latest?.Manifest.Step ?? 0);
+        checkpointStep = latest is null ? -1 : version;
+        (weights, embedding) = (loaded.Weights, loaded.Embedding);
+        arrived.Clear(); assembling.Clear(); recent.Clear();
+        error = null; valLoss = null; committing = frozen = false;
+        lastCommitTimestamp = Stopwatch.GetTimestamp();
+        Log.ServerReady(logger, this.GetPrimaryKeyString(), version, RuntimeIdentity);
+    }
+
+    public Task<ParameterServerStatus> GetStatusAsync() => Task.FromResult(Status());
+
+    ParameterServerStatus Status() => new()
+    {
+        Version = server is null ? -1 : version, Contributions = arrived.Count, Committing = committing,
+        Recent = recent.TakeLast(64).ToArray(), CheckpointStep = checkpointStep, Error = error, ValLoss = valLoss,
+        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4,
+    };
+
+    public Task<WeightsManifest?> GetWeightsManifestAsync(int v) =>
+        Task.FromResult(server is null || v != version ? null : new WeightsManifest(version, weights.Length, Chunking.CountOf(weights.Length)));
+
+    public Task<byte[]?> GetWeightsChunkAsync(int v, int index) =>
+        Task.FromResult(server is null || v != version ? null : Chunking.Slice(weights, index));
+
+    public Task<byte[]?> GetEmbeddingRowsAsync(int v, int[] rows)
+    {
+        if (rows.Length > Payloads.MaxRowsPerCall) throw new ArgumentException($"at most {Payloads.MaxRowsPerCall} rows per call, got {rows.Length}");
+        return Task.FromResult(server is null || v != version ? null : ModelExchange.EmbeddingRows(embedding, config, rows));
+    }
+
+    public Task<bool> PushGradientAsync(GradientChunk chunk)
+    {
+        if (server is null || spec is null || chunk.Step != version || committing || frozen || error is not null) return Task.FromResult(false);
+        if (arrived.ContainsKey(chunk.WorkerIndex)) return Task.FromResult(true);
+        if (!assembling.TryGetValue(chunk.WorkerIndex, out var parts) || parts.Length != chunk.Count)
+            assembling[chunk.WorkerIndex] = parts = new byte[]?[chunk.Count];
+        parts[chunk.Index] = chunk.Bytes;
+        if (parts.All(p => p is not null))
+        {
+            arrived[chunk.WorkerIndex] = new Contribution(Chunking.Join(parts), chunk.Loss, chunk.BytesDown, chunk.BytesUp);
+            assembling.Remove(chunk.WorkerIndex);
+            if (arrived.Count >= spec.Workers) StartCommit();
+        }
+        return Task.FromResult(true);
+    }
+
+    public Task<bool> CommitPartialAsync(int step)
+    {
+        if (server is null || step != version || committing || frozen || arrived.Count == 0) return Task.FromResult(false);
+        Log.PartialCommit(logger, this.GetPrimaryKeyString(), step, arrived.Count, spec!.Workers);
+        StartCommit();
+        return Task.FromResult(true);
+    }
+
+    public async Task<int> CheckpointNowAsync()
+    {
+        if (server is null) throw new InvalidOperationException("the parameter server holds no model");
+        frozen = true; // no further steps until StartAsync
+        while (committing) await Task.Delay(50);
+        var snapshot = await Task.Run(() => server.Snapshot(version));
+        await WriteCheckpointAsync(snapshot);
+        return version;
+    }
+
+    void StartCommit()
+    {
+        committing = true;
+        _ = CommitAsync();
+    }
+
+    async Task CommitAsync()
+    {
+        try
+        {
+            var contributions = arrived.OrderBy(kv => kv.Key).Select(kv => kv.Value).ToList();
+            int step = version;
+            var (lr, wd) = TwoStageSchedule.At(options, step);
+            bool checkpoint = step + 1 == options.Steps || (options.CheckpointEvery > 0 && (step + 1) % options.CheckpointEvery == 0);
+            bool last = step + 1 == options.Steps;
+            float scale = (float)spec!.Workers / contributions.Count; // workers send gradients pre-divided by the full count
+            var result = await Task.Run(() => server!.Apply(contributions.Select(c => c.Packet).ToList(), scale, lr, wd, checkpoint, last));
+            double ms = Stopwatch.GetElapsedTime(lastCommitTimestamp).TotalMilliseconds;
+            lastCommitTimestamp = Stopwatch.GetTimestamp();
+            long tokens = (long)contributions.Count * spec.MicroBatchesPerWorker * spec.BatchSize * spec.SequenceLength;
+            double loss = contributions.Average(c => c.Loss);
+            var metric = new StepMetric(step + 1, loss, tokens / (ms / 1000), (long)contributions.Average(c => c.BytesUp),
+                                        (long)contributions.Average(c => c.BytesDown), contributions.Count, ms, lr);
+            (weights, embedding) = (result.Weights, result.Embedding);
+            version = step + 1;
+            arrived.Clear();
+            assembling.Clear();
+            recent.Add(metric);
+            if (recent.Count > 256) recent.RemoveRange(0, recent.Count - 256);
+            if (result.ValLoss is { } v) valLoss = v;
+            if (!double.IsFinite(loss)) error = $"loss became {loss} at step {version}; lower the learning rate ({options.LearningRate})";
+            committing = false;
+            if (result.Snapshot is { } snapshot) await WriteCheckpointAsync(snapshot);
+        }
+        catch (Exception e)
+        {
+            error = $"step {version + 1} failed on the parameter server: {e.Message}";
+            Log.CommitFailed(logger, e, this.GetPrimaryKeyString(), version + 1);
+            committing = false;
+        }
+    }
+
+    async Task WriteCheckpointAsync(Snapshot snapshot)
+    {
+        var previous = checkpointWrites;
+        var write = WriteAfterAsync(previous, snapshot);
+        checkpointWrites = write;
+        await write;
+    }
+
+    async Task WriteAfterAsync(Task previous, Snapshot snapshot)
+    {
+        try { await previous; } catch { /* reported by its own caller */ }
+        try
+        {
+            string name = await checkpoints!.SaveAsync(snapshot.Manifest, snapshot.Files);
+            checkpointStep = Math.Max(checkpointStep, snapshot.Step);
+            Log.Checkpointed(logger, this.GetPrimaryKeyString(), name, checkpoints.Store.Description);
+        }
+        catch (Exception e)
+        {
+            error = $"checkpoint of step {snapshot.Step} to {checkpoints!.Store.Description} failed: {e.Message}";
+            throw;
+        }
+    }
+
+    /// <summary>The TorchSharp half of the server: used by one thread at a time (commits are sequential).</summary>
+    sealed class ServerModel : IDisposable
+    {
+        readonly DuckTransformer model;
+        readonly AdamW optimizer;
+        readonly TrainingOptions options;
+        readonly JobSpec spec;
+        readonly HashSet<string> ternaryNames;
+        readonly Duck.Core.Data.TokenShard validation, shard0;
+        readonly Dictionary<string, float[]> sums;
+
+        public byte[] Weights { get; private set; } = [];
+        public float[] Embedding { get; private set; } = [];
+
+        ServerModel(ModelConfig config, TrainingOptions options, JobSpec spec, Duck.Core.Data.TokenShard validation, Duck.Core.Data.TokenShard shard0)
+        {
+            model = new DuckTransformer(config, options.Seed);
+            optimizer = new AdamW(model.named_parameters(), options.Beta1, options.Beta2);
+            (this.options, this.spec, this.validation, this.shard0) = (options, spec, validation, shard0);
+            ternaryNames = ModelExchange.TernaryNames(model);
+            sums = model.named_parameters().ToDictionary(p => p.name, p => new float[p.parameter.numel()]);
+        }
+
+        public static ServerModel Create(ModelConfig config, TrainingOptions options, JobSpec spec, LoadedCheckpoint? latest,
+                                         Duck.Core.Data.TokenShard validation, Duck.Core.Data.TokenShard shard0)
+        {
+            var s = new ServerModel(config, options, spec, validation, shard0);
+            if (latest is not null)
+            {
+                var weights = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.ModelFile], $"{latest.Name}/{Trainer.ModelFile}");
+                ModelWeights.Load(s.model, weights.Tensors, $"{latest.Name}/{Trainer.ModelFile}");
+                var opt = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.OptimizerFile], $"{latest.Name}/{Trainer.OptimizerFile}");
+                var state = opt.Tensors.ToDictionary(t => t.Name, t => tensor(t.Data, t.Shape));
+                try { s.optimizer.LoadState(state, latest.Manifest.Step); }
+                finally { foreach (var t in state.Values) t.Dispose(); }
+            }
+            s.Publish();
+            return s;
+        }
+
+        void Publish()
+        {
+            Weights = ModelExchange.PackWeights(model, ternaryNames);
+            Embedding = ModelExchange.EmbeddingByRows(model.Config)
+                ? model.named_parameters().First(p => p.name == TensorNames.Embedding).parameter.data<float>().ToArray() : [];
+        }
+
+        public (byte[] Weights, float[] Embedding, Snapshot? Snapshot, double? ValLoss) Apply(
+            IReadOnlyList<byte[]> packets, float scale, double lr, double wd, bool checkpoint, bool last)
+        {
+            foreach (var sum in sums.Values) Array.Clear(sum);
+            foreach (var packet in packets) ModelExchange.Accumulate(packet, sums);
+            using (var scope = NewDisposeScope())
+            {
+                foreach (var (name, p) in model.named_parameters())
+                {
+                    var sum = sums[name];
+                    if (scale != 1) for (int i = 0; i < sum.Length; i++) sum[i] *= scale;
+                    p.grad = tensor(sum, p.shape).DetachFromDisposeScope();
+                }
+                if (options.GradClip > 0) nn.utils.clip_grad_norm_(model.parameters(), options.GradClip);
+                optimizer.Step(lr, wd);
+            }
+            Publish();
+            var snapshot = checkpoint ? Snapshot((int)optimizer.StepCount) : null;
+            double? val = last && spec.EvalBatches > 0
+                ? Trainer.Evaluate(model, new ShardValidation(validation), options.BatchSize, options.SequenceLength, spec.EvalBatches)
+                : null;
+            return (Weights, Embedding, snapshot, val);
+        }
+
+        /// <summary>The checkpoint files and manifest of the current weights, as Trainer.SaveCheckpointAsync writes them.</summary>
+        public Snapshot Snapshot(int step)
+        {
+            var files = new Dictionary<string, byte[]>
+            {
+                [Trainer.ModelFile] = ModelWeights.ToSafetensors(ModelWeights.Export(model),
+                    new Dictionary<string, string> { ["duck.config"] = JsonSerializer.Serialize(model.Config) }),
+                [Trainer.OptimizerFile] = ModelWeights.ToSafetensors(optimizer.State().Select(s => ModelWeights.ToNamed(s.Name, s.Value))),
+            };
+            var cursor = new WorkerCursor(shard0, spec with { SharedData = true }, 0).CursorAt(JobData.BatchIndex(spec with { SharedData = true }, step, 0, 0));
+            var manifest = new CheckpointManifest
+            {
+                Step = step,
+                TokensSeen = (long)step * options.TokensPerStep,
+                Model = (JsonObject)JsonSerializer.SerializeToNode(model.Config)!,
+                Training = (JsonObject)JsonSerializer.SerializeToNode(options)!,
+                State = new JsonObject
+                {
+                    ["data"] = JsonSerializer.SerializeToNode(cursor), ["optimizer_steps"] = optimizer.StepCount,
+                    ["cluster"] = JsonSerializer.SerializeToNode(spec),
+                },
+                CreatedUtc = DateTimeOffset.UtcNow,
+            };
+            return new Snapshot(step, files, manifest);
+        }
+
+        public void Dispose()
+        {
+            optimizer.Dispose();
+            model.Dispose();
+        }
+    }
+}

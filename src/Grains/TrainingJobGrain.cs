@@ -1,0 +1,237 @@
+// The job grain: accepts a job, drives its steps from a grain timer with short calls only (order the workers, poll
+// the parameter server, commit with the gradients that arrived after a bounded wait, re-order lost workers), keeps
+// state and metric history in grain storage, and notices a parameter server that came back from a checkpoint.
+using Microsoft.Extensions.Logging;
+
+namespace Duck.Grains;
+
+/// <summary>The job's persisted state.</summary>
+[GenerateSerializer]
+public sealed record TrainingJobState
+{
+    [Id(0)] public JobSpec? Spec { get; init; }
+    [Id(1)] public JobState State { get; init; }
+    [Id(2)] public int Step { get; init; }
+    [Id(3)] public string? Reason { get; init; }
+    [Id(4)] public List<StepMetric> History { get; init; } = [];
+    [Id(5)] public double? ValLoss { get; init; }
+    [Id(6)] public int CheckpointStep { get; init; } = -1;
+    [Id(7)] public int Recoveries { get; init; }
+    [Id(8)] public long Fp32ModelBytes { get; init; }
+}
+
+public sealed class TrainingJobGrain(
+    [PersistentState("job", DuckStorage.Name)] IPersistentState<TrainingJobState> saved,
+    ILogger<TrainingJobGrain> logger) : Grain, ITrainingJobGrain
+{
+    static readonly TimeSpan TickPeriod = TimeSpan.FromMilliseconds(200);
+    /// <summary>How long the parameter server may stay unreachable before the job fails.</summary>
+    static readonly TimeSpan ServerLossLimit = TimeSpan.FromMinutes(3);
+
+    IGrainTimer? timer;
+    int dispatchedStep = -1;
+    bool reordered;
+    DateTime dispatchedAt, serverReachableAt = DateTime.UtcNow;
+    string? serverActivation;
+
+    string JobId => this.GetPrimaryKeyString();
+    TrainingJobState S => saved.State;
+    IParameterServerGrain Server => GrainFactory.GetGrain<IParameterServerGrain>(JobId);
+
+    public override Task OnActivateAsync(CancellationToken ct)
+    {
+        if (S.State == JobState.Running) StartDriver();
+        return Task.CompletedTask;
+    }
+
+    public async Task<JobStatus> SubmitAsync(JobSpec spec)
+    {
+        if (S.Spec is not null)
+        {
+            if (S.Spec == spec) return Status();
+            throw new ArgumentException($"job '{JobId}' already exists with another spec ({S.State}); pick another job id");
+        }
+        saved.State = new TrainingJobState { Spec = spec, State = JobState.Pending };
+        try
+        {
+            spec.Validate();
+            JobData.Options(spec);
+            var manifest = JobData.OpenManifest(spec.DataFolder);
+            if (!spec.SharedData && manifest.Shards.Count < spec.Workers)
+                Log.FewerShards(logger, JobId, manifest.Shards.Count, spec.Workers);
+            var ps = await Server.StartAsync(spec, reloadCheckpoint: false);
+            saved.State = S with { State = JobState.Running, Step = Math.Max(0, ps.Version), CheckpointStep = ps.CheckpointStep, Fp32ModelBytes = ps.Fp32ModelBytes };
+        }
+        catch (Exception e)
+        {
+            saved.State = S with { State = JobState.Failed, Reason = Message(e) };
+        }
+        await saved.WriteStateAsync();
+        if (S.State == JobState.Running) StartDriver();
+        return Status();
+    }
+
+    public Task<JobStatus> GetStatusAsync()
+    {
+        if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
+        return Task.FromResult(Status());
+    }
+
+    public Task<IReadOnlyList<StepMetric>> GetHistoryAsync(int afterStep, int max) =>
+        Task.FromResult<IReadOnlyList<StepMetric>>(S.History.Where(m => m.Step > afterStep).Take(Math.Clamp(max, 1, 10_000)).ToArray());
+
+    public async Task<JobStatus> CancelAsync()
+    {
+        if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
+        if (S.State != JobState.Running) return Status();
+        StopDriver();
+        int checkpoint = S.CheckpointStep;
+        try { checkpoint = await Server.CheckpointNowAsync(); }
+        catch (Exception e) { Log.CancelCheckpointFailed(logger, e, JobId); }
+        saved.State = S with { State = JobState.Cancelled, Reason = $"cancelled at step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
+        await saved.WriteStateAsync();
+        return Status();
+    }
+
+    public async Task<JobStatus> ResumeAsync()
+    {
+        if (S.Spec is not { } spec) throw new KeyNotFoundException($"unknown job '{JobId}'");
+        if (S.State is JobState.Running or JobState.Completed) return Status();
+        var ps = await Server.StartAsync(spec, reloadCheckpoint: true);
+        saved.State = S with
+        {
+            State = JobState.Running, Step = ps.Version, Reason = $"resumed from checkpoint step {ps.Version}",
+            History = S.History.Where(m => m.Step <= ps.Version).ToList(), CheckpointStep = ps.CheckpointStep,
+        };
+        await saved.WriteStateAsync();
+        serverActivation = ps.ActivationId;
+        dispatchedStep = -1;
+        StartDriver();
+        return Status();
+    }
+
+    JobStatus Status()
+    {
+        var sent = S.History.Where(m => m.BytesUpPerWorker + m.BytesDownPerWorker > 0).ToList();
+        double ratio = sent.Count == 0 ? 0 : 2.0 * S.Fp32ModelBytes / sent.Average(m => (double)(m.BytesUpPerWorker + m.BytesDownPerWorker));
+        return new JobStatus
+        {
+            JobId = JobId, State = S.State, Step = S.Step, Steps = S.Spec?.Steps ?? 0, Reason = S.Reason, Last = S.History.LastOrDefault(),
+            ValLoss = S.ValLoss, CompressionRatio = ratio, Spec = S.Spec, CheckpointStep = S.CheckpointStep, Recoveries = S.Recoveries,
+        };
+    }
+
+    void StartDriver()
+    {
+        timer ??= this.RegisterGrainTimer(TickAsync, new GrainTimerCreationOptions(TickPeriod, TickPeriod) { Interleave = false, KeepAlive = true });
+        serverReachableAt = DateTime.UtcNow;
+    }
+
+    void StopDriver()
+    {
+        timer?.Dispose();
+        timer = null;
+    }
+
+    async Task TickAsync(CancellationToken ct)
+    {
+        if (S.State != JobState.Running || S.Spec is not { } spec) { StopDriver(); return; }
+        ParameterServerStatus ps;
+        try
+        {
+            ps = await Server.GetStatusAsync();
+            if (ps.Version < 0 && ps.Error is null) ps = await Server.StartAsync(spec, reloadCheckpoint: false);
+            serverReachableAt = DateTime.UtcNow;
+        }
+        catch (Exception e)
+        {
+            // Its silo may be dead and not yet declared so; Orleans re-activates it elsewhere once it is.
+            if (DateTime.UtcNow - serverReachableAt > ServerLossLimit) await FailAsync($"parameter server unreachable for {ServerLossLimit.TotalMinutes} min: {Message(e)}");
+            return;
+        }
+        if (ps.Error is not null) { await FailAsync(ps.Error); return; }
+
+        bool changed = false;
+        if (serverActivation != ps.ActivationId)
+        {
+            if (serverActivation is not null || ps.Version < S.Step)
+            {
+                saved.State = S with
+                {
+                    Step = Math.Min(S.Step, ps.Version), Recoveries = S.Recoveries + 1, History = S.History.Where(m => m.Step <= ps.Version).ToList(),
+                    Reason = $"parameter server re-activated at {DateTime.UtcNow:HH:mm:ss}Z from checkpoint step {ps.Version}; redoing {Math.Max(0, S.Step - ps.Version)} step(s)",
+                };
+                Log.ServerRecovered(logger, JobId, ps.Version);
+                changed = true;
+            }
+            serverActivation = ps.ActivationId;
+            dispatchedStep = -1;
+        }
+        var fresh = ps.Recent.Where(m => m.Step > S.Step && m.Step <= ps.Version).OrderBy(m => m.Step).ToList();
+        if (fresh.Count > 0 || ps.Version > S.Step || ps.CheckpointStep != S.CheckpointStep)
+        {
+            var history = S.History.Concat(fresh).ToList();
+            saved.State = S with { Step = Math.Max(S.Step, ps.Version), History = history, CheckpointStep = ps.CheckpointStep, ValLoss = ps.ValLoss ?? S.ValLoss };
+            changed = true;
+        }
+        if (ps.Version >= spec.Steps && !ps.Committing && (ps.ValLoss is not null || spec.EvalBatches == 0) && ps.CheckpointStep >= spec.Steps)
+        {
+            saved.State = S with { State = JobState.Completed, ValLoss = ps.ValLoss, Reason = S.Recoveries > 0 ? S.Reason : null };
+            StopDriver();
+            await saved.WriteStateAsync();
+            return;
+        }
+        if (ps.Version < spec.Steps && !ps.Committing) Drive(spec, ps);
+        if (changed) await saved.WriteStateAsync();
+    }
+
+    void Drive(JobSpec spec, ParameterServerStatus ps)
+    {
+        var elapsed = DateTime.UtcNow - dispatchedAt;
+        var timeout = TimeSpan.FromSeconds(spec.StepTimeoutSeconds);
+        if (dispatchedStep != ps.Version) Order(spec, ps.Version);
+        else if (elapsed > timeout)
+        {
+            if (ps.Contributions > 0)
+            {
+                _ = Server.CommitPartialAsync(ps.Version);
+                saved.State = S with { Reason = $"step {ps.Version + 1} committed with {ps.Contributions} of {spec.Workers} workers after {timeout.TotalSeconds:F0} s" };
+                dispatchedAt = DateTime.UtcNow;
+            }
+            else Order(spec, ps.Version);
+        }
+        else if (!reordered && elapsed > timeout / 2)
+        {
+            // Workers whose silo died get re-activated on a surviving silo by this order; the others ignore it.
+            reordered = true;
+            SendOrders(spec, ps.Version);
+        }
+    }
+
+    void Order(JobSpec spec, int step)
+    {
+        dispatchedStep = step;
+        dispatchedAt = DateTime.UtcNow;
+        reordered = false;
+        SendOrders(spec, step);
+    }
+
+    void SendOrders(JobSpec spec, int step)
+    {
+        for (int w = 0; w < spec.Workers; w++)
+            _ = GrainFactory.GetGrain<IWorkerGrain>(WorkerKey(JobId, w)).ComputeAsync(new StepOrder(JobId, step, w, spec));
+    }
+
+    async Task FailAsync(string reason)
+    {
+        saved.State = S with { State = JobState.Failed, Reason = reason };
+        StopDriver();
+        Log.JobFailed(logger, JobId, reason);
+        await saved.WriteStateAsync();
+    }
+
+    /// <summary>The key of worker <paramref name="index"/> of a job: "jobId/index" (placement reads the index).</summary>
+    public static string WorkerKey(string jobId, int index) => $"{jobId}/{index}";
+
+    static string Message(Exception e) => e is AggregateException { InnerException: { } inner } ? inner.Message : e.Message;
+}

@@ -1,0 +1,146 @@
+// A worker of one job: its shard cursor, a model replica running on received quantized weights, and the residual
+// of its compressed gradients (error feedback). A step order starts background work and returns; forward/backward
+// runs on the thread pool with immutable inputs, and the encoded gradient goes to the parameter server in chunks.
+using Duck.Core.Data;
+using Duck.Model;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
+
+namespace Duck.Grains;
+
+[SpreadWorkersPlacement]
+public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGrain
+{
+    readonly Dictionary<string, float[]> residuals = new();
+    JobSpec? spec;
+    int index;
+    DuckTransformer? replica;
+    WorkerCursor? cursor;
+    StepOrder? pending;
+    bool running;
+    int busyStep = -1, lastStep = -1;
+    byte[]? lastPacket;
+    (double Loss, long BytesDown) lastFigures;
+    string? lastError;
+
+    public Task ComputeAsync(StepOrder order)
+    {
+        if (order.Step == busyStep && spec == order.Spec) return Task.CompletedTask;
+        pending = order;
+        if (!running)
+        {
+            running = true;
+            _ = RunAsync();
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task<WorkerStatus> GetStatusAsync() => Task.FromResult(new WorkerStatus(lastStep, running, RuntimeIdentity, lastError));
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
+    {
+        replica?.Dispose();
+        return Task.CompletedTask;
+    }
+
+    async Task RunAsync()
+    {
+        while (pending is { } order)
+        {
+            pending = null;
+            busyStep = order.Step;
+            try
+            {
+                await StepAsync(order);
+                lastError = null;
+            }
+            catch (Exception e)
+            {
+                lastError = e.Message;
+                Log.WorkerStepFailed(logger, e, this.GetPrimaryKeyString(), order.Step);
+            }
+            busyStep = -1;
+        }
+        running = false;
+    }
+
+    async Task StepAsync(StepOrder order)
+    {
+        var ps = GrainFactory.GetGrain<IParameterServerGrain>(order.JobId);
+        if (order.Step == lastStep && order.Spec == spec && lastPacket is not null)
+        {
+            await PushAsync(ps, order.Step, lastPacket, lastFigures.Loss, lastFigures.BytesDown); // a retry: same gradient, residual untouched
+            return;
+        }
+        if (spec != order.Spec || index != order.WorkerIndex || replica is null)
+        {
+            var s = order.Spec;
+            var shard = JobData.OpenTrainShard(s.DataFolder, s.SharedData ? 0 : order.WorkerIndex);
+            replica?.Dispose();
+            replica = await Task.Run(() =>
+            {
+                var model = new DuckTransformer(JobData.Model(s), s.Seed);
+                model.SetPrequantizedWeights(true);
+                return model;
+            });
+            (spec, index, cursor) = (s, order.WorkerIndex, new WorkerCursor(shard, s, order.WorkerIndex));
+            residuals.Clear();
+        }
+        var batches = cursor!.ForStep(order.Step);
+        int[] rows = ModelExchange.EmbeddingByRows(replica.Config)
+            ? batches.SelectMany(b => b.Inputs).Select(t => (int)t).Distinct().Order().ToArray() : [];
+
+        var manifest = await ps.GetWeightsManifestAsync(order.Step);
+        if (manifest is null) return; // the server moved on or went back; the job sends a new order
+        var chunks = new byte[]?[manifest.Chunks];
+        for (int i = 0; i < chunks.Length; i++)
+            if ((chunks[i] = await ps.GetWeightsChunkAsync(order.Step, i)) is null) return;
+        var weights = Chunking.Join(chunks);
+        var rowParts = new List<byte[]>();
+        foreach (var group in rows.Chunk(Payloads.MaxRowsPerCall))
+        {
+            var part = await ps.GetEmbeddingRowsAsync(order.Step, group);
+            if (part is null) return;
+            rowParts.Add(part);
+        }
+        var rowBytes = Chunking.Join(rowParts);
+        long bytesDown = weights.Length + rowBytes.Length + rows.Length * 4L;
+
+        var (model, s2, worker, step) = (replica, spec!, index, order.Step);
+        var (packet, loss) = await Task.Run(() => Compute(model, s2, worker, step, batches, weights, rows, rowBytes, residuals));
+        (lastStep, lastPacket, lastFigures) = (step, packet, (loss, bytesDown));
+        await PushAsync(ps, step, packet, loss, bytesDown);
+    }
+
+    async Task PushAsync(IParameterServerGrain ps, int step, byte[] packet, double loss, long bytesDown)
+    {
+        int count = Chunking.CountOf(packet.Length);
+        for (int i = 0; i < count; i++)
+            if (!await ps.PushGradientAsync(new GradientChunk(step, index, i, count, Chunking.Slice(packet, i), loss, bytesDown, packet.Length)))
+                return;
+    }
+
+    /// <summary>Forward and backward over the worker's micro-batches on the received weights; the encoded gradient and mean loss.</summary>
+    static (byte[] Packet, double Loss) Compute(DuckTransformer model, JobSpec spec, int worker, int step, TokenBatch[] batches,
+                                                byte[] weights, int[] rows, byte[] rowBytes, Dictionary<string, float[]> residuals)
+    {
+        using var scope = NewDisposeScope();
+        ModelExchange.LoadReplica(model, weights, rows, rowBytes);
+        model.train();
+        foreach (var p in model.parameters()) p.grad?.zero_();
+        double lossSum = 0;
+        foreach (var b in batches)
+        {
+            using var inner = NewDisposeScope();
+            var x = tensor(b.Inputs, new long[] { b.BatchSize, b.SequenceLength });
+            var y = tensor(b.Targets, new long[] { b.BatchSize, b.SequenceLength });
+            var loss = model.Loss(x, y);
+            // Scaled by the global micro-batch count, as the single-process trainer does: the server only sums.
+            (loss / (batches.Length * spec.Workers)).backward();
+            lossSum += loss.item<float>();
+        }
+        var rng = new SplitMix64(SplitMix64.Mix((ulong)spec.Seed ^ ((ulong)step << 20) ^ (ulong)worker));
+        var packet = ModelExchange.EncodeGradients(model, rows, spec.Compression, residuals, ref rng);
+        return (packet, lossSum / batches.Length);
+    }
+}

@@ -1,0 +1,94 @@
+// The gradient and weight codecs on their own: 2-bit packing, TernGrad's unbiasedness, error feedback's
+// conservation of what was not sent, packets, and chunking of payloads larger than one message.
+using Duck.Core.Data;
+
+namespace Duck.Grains.Tests;
+
+public class CodecTests
+{
+    [Fact]
+    public void PackUnpack_AllTernaryValues_RoundTrip()
+    {
+        var values = Enumerable.Range(0, 1003).Select(i => (sbyte)(i * 7 % 3 - 1)).ToArray();
+        var packed = new byte[TernaryCodec.PackedBytes(values.Length)];
+        TernaryCodec.Pack(values, packed);
+        var output = new float[values.Length];
+        TernaryCodec.Unpack(packed, 0, 0.5f, output);
+
+        Assert.Equal(251, packed.Length);
+        Assert.Equal(values.Select(v => v * 0.5f), output);
+    }
+
+    [Fact]
+    public void QuantizeRow_ManyDraws_AverageEqualsInput()
+    {
+        var rng = new Random(5);
+        var gradient = Enumerable.Range(0, 64).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var sum = new double[gradient.Length];
+        var generator = new SplitMix64(11);
+        const int draws = 20_000;
+        for (int d = 0; d < draws; d++)
+        {
+            var residual = new float[gradient.Length];
+            var t = new sbyte[gradient.Length];
+            float scale = TernaryCodec.QuantizeRow(gradient, residual, t, ref generator, clipSigmas: 0);
+            for (int i = 0; i < t.Length; i++) sum[i] += t[i] * scale;
+        }
+        for (int i = 0; i < gradient.Length; i++)
+            Assert.True(Math.Abs(sum[i] / draws - gradient[i]) < 0.02, $"element {i}: mean {sum[i] / draws} vs {gradient[i]}");
+    }
+
+    [Fact]
+    public void QuantizeRow_WithErrorFeedback_SentPlusResidualEqualsSumOfGradients()
+    {
+        var rng = new Random(6);
+        var residual = new float[32];
+        var sent = new double[32];
+        var total = new double[32];
+        var generator = new SplitMix64(3);
+        for (int step = 0; step < 50; step++)
+        {
+            var g = Enumerable.Range(0, 32).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var t = new sbyte[32];
+            float scale = TernaryCodec.QuantizeRow(g, residual, t, ref generator, TernaryCodec.DefaultClipSigmas);
+            for (int i = 0; i < 32; i++) { sent[i] += t[i] * scale; total[i] += g[i]; }
+        }
+        for (int i = 0; i < 32; i++) Assert.Equal(total[i], sent[i] + residual[i], 3);
+    }
+
+    [Fact]
+    public void Packet_Fp32AndTernaryRows_DecodeToWhatWasWritten()
+    {
+        var writer = new TensorPacketWriter();
+        writer.WriteFp32("a", 2, 3, new float[] { 1, 2, 3, 4, 5, 6 });
+        writer.WriteTernary("e", 10, 2, new float[] { 0.25f, 2f }, new sbyte[] { 1, -1, 0, 1 }, rowIds: new[] { 7, 3 });
+        var seen = new List<(string, int[]?, float[])>();
+
+        TensorPacketReader.Read(writer.ToArray(), (name, rows, columns, ids, values) => seen.Add((name, ids, values)));
+
+        Assert.Equal(("a", (int[]?)null), (seen[0].Item1, seen[0].Item2));
+        Assert.Equal(new float[] { 1, 2, 3, 4, 5, 6 }, seen[0].Item3);
+        Assert.Equal(new[] { 7, 3 }, seen[1].Item2);
+        Assert.Equal(new float[] { 0.25f, -0.25f, 0, 2f }, seen[1].Item3);
+    }
+
+    [Fact]
+    public void Chunking_PayloadOfSeveralChunks_JoinsBackExactly()
+    {
+        var payload = new byte[Payloads.MaxChunkBytes * 2 + 12345];
+        new Random(1).NextBytes(payload);
+        int count = Chunking.CountOf(payload.Length);
+
+        var chunks = Enumerable.Range(0, count).Select(i => (byte[]?)Chunking.Slice(payload, i)).ToList();
+
+        Assert.Equal(3, count);
+        Assert.All(chunks, c => Assert.True(c!.Length <= Payloads.MaxChunkBytes));
+        Assert.Equal(payload, Chunking.Join(chunks));
+    }
+
+    [Fact]
+    public void Join_MissingChunk_Throws()
+    {
+        Assert.Throws<InvalidDataException>(() => Chunking.Join(new byte[]?[] { new byte[1], null }));
+    }
+}

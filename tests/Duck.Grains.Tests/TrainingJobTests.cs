@@ -1,0 +1,125 @@
+// Jobs on a 2-silo in-process cluster: a ternary job trains to completion with falling loss and checkpoints in the
+// single-process trainer's format; uncompressed workers reproduce the single-process trainer's loss sequence; bad
+// input fails visibly; cancel and resume continue from the checkpoint.
+using Duck.Core.Checkpoints;
+using Duck.Model;
+using Orleans.TestingHost;
+
+namespace Duck.Grains.Tests;
+
+public sealed class TwoSiloCluster : IAsyncLifetime
+{
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+    public string DataFolder { get; } = TestData.PrepareFolder();
+    public async Task InitializeAsync() => Cluster = await TestClusters.StartAsync(2);
+    public async Task DisposeAsync() => await Cluster.DisposeAsync();
+}
+
+public class TrainingJobTests(TwoSiloCluster fixture) : IClassFixture<TwoSiloCluster>
+{
+    IClusterClient Client => fixture.Cluster.Client;
+
+    [Fact]
+    public async Task Submit_TernaryJob_CompletesWithFallingLossAndLoadableCheckpoint()
+    {
+        var spec = TestData.Job(fixture.DataFolder, steps: 20, GradientCompression.Ternary);
+
+        await Client.GetGrain<ITrainingJobGrain>("ternary").SubmitAsync(spec);
+        var done = await TestClusters.WaitAsync(Client, "ternary", TimeSpan.FromSeconds(90));
+        var history = await Client.GetGrain<ITrainingJobGrain>("ternary").GetHistoryAsync(0, 100);
+
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.Equal(Enumerable.Range(1, 20), history.Select(m => m.Step));
+        Assert.True(history.TakeLast(3).Average(m => m.Loss) < history.Take(3).Average(m => m.Loss) - 0.1,
+            string.Join(", ", history.Select(m => m.Loss.ToString("F3"))));
+        Assert.All(history, m => Assert.Equal(2, m.LiveWorkers));
+        Assert.True(done.ValLoss is > 0 and < 10);
+        var latest = await new CheckpointManager(CheckpointStores.Open(spec.CheckpointStore)).LoadLatestAsync();
+        Assert.Equal(20, latest!.Manifest.Step);
+        using var model = new DuckTransformer(JobData.Model(spec));
+        ModelWeights.Load(model, Safetensors.Read(latest.Files[Trainer.ModelFile], "model").Tensors, "model");
+    }
+
+    [Fact]
+    public async Task Submit_TernaryJob_SendsAtMostOneFifteenthOfFp32PerWorkerBothWays()
+    {
+        var spec = TestData.Job(fixture.DataFolder, steps: 3, GradientCompression.Ternary) with { VocabSize = 0, CheckpointEvery = 0 };
+
+        await Client.GetGrain<ITrainingJobGrain>("ratio").SubmitAsync(spec);
+        var done = await TestClusters.WaitAsync(Client, "ratio", TimeSpan.FromSeconds(120));
+
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.True(done.CompressionRatio >= 15, $"compression ratio {done.CompressionRatio:F1}");
+    }
+
+    [Fact]
+    public async Task Submit_UncompressedSharedData_ReproducesSingleProcessTrainerLosses()
+    {
+        var spec = TestData.Job(fixture.DataFolder, steps: 20, GradientCompression.None, shared: true);
+        var options = JobData.Options(spec);
+        var losses = new List<double>();
+        var shard = JobData.OpenTrainShard(spec.DataFolder, 0);
+        using (var trainer = new Trainer(JobData.Model(spec), options, new ShardBatchSource(shard, spec.BatchSize, spec.SequenceLength, (ulong)spec.Seed),
+                                         null, null, e => { if (e is StepEvent s) losses.Add(s.Loss); }))
+            await trainer.RunAsync();
+
+        await Client.GetGrain<ITrainingJobGrain>("equivalence").SubmitAsync(spec);
+        var done = await TestClusters.WaitAsync(Client, "equivalence", TimeSpan.FromSeconds(90));
+        var history = await Client.GetGrain<ITrainingJobGrain>("equivalence").GetHistoryAsync(0, 100);
+
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.Equal(20, history.Count);
+        for (int i = 0; i < 20; i++)
+            Assert.True(Math.Abs(history[i].Loss - losses[i]) <= 1e-4, $"step {i + 1}: cluster {history[i].Loss:F6}, trainer {losses[i]:F6}; all: " + string.Join(" ", history.Zip(losses, (a, b) => $"{a.Loss - b:E1}")));
+    }
+
+    [Fact]
+    public async Task Submit_MissingData_FailsVisiblyWithReason()
+    {
+        var spec = TestData.Job(Path.Combine(Path.GetTempPath(), "duck-no-such-data"), steps: 5, GradientCompression.Ternary);
+
+        var status = await Client.GetGrain<ITrainingJobGrain>("nodata").SubmitAsync(spec);
+        var again = await Client.GetGrain<ITrainingJobGrain>("nodata").GetStatusAsync();
+
+        Assert.Equal(JobState.Failed, status.State);
+        Assert.Contains("data.json missing", again.Reason);
+    }
+
+    [Fact]
+    public async Task Submit_CheckpointOfAnotherPreset_FailsVisiblyWithReason()
+    {
+        var tiny = TestData.Job(fixture.DataFolder, steps: 3, GradientCompression.Ternary);
+        await Client.GetGrain<ITrainingJobGrain>("first").SubmitAsync(tiny);
+        await TestClusters.WaitAsync(Client, "first", TimeSpan.FromSeconds(60));
+
+        var status = await Client.GetGrain<ITrainingJobGrain>("second").SubmitAsync(tiny with { Preset = "mini" });
+
+        Assert.Equal(JobState.Failed, status.State);
+        Assert.Contains("different model", status.Reason);
+    }
+
+    [Fact]
+    public async Task GetStatus_UnknownJob_Throws()
+    {
+        await Assert.ThrowsAsync<KeyNotFoundException>(() => Client.GetGrain<ITrainingJobGrain>("nobody").GetStatusAsync());
+    }
+
+    [Fact]
+    public async Task CancelThenResume_RunningJob_ContinuesFromCheckpointToCompletion()
+    {
+        var spec = TestData.Job(fixture.DataFolder, steps: 30, GradientCompression.Ternary);
+        var job = Client.GetGrain<ITrainingJobGrain>("cancel");
+        await job.SubmitAsync(spec);
+        await TestClusters.WaitAsync(Client, "cancel", TimeSpan.FromSeconds(60), s => s.Step >= 4);
+
+        var cancelled = await job.CancelAsync();
+        var resumed = await job.ResumeAsync();
+        var done = await TestClusters.WaitAsync(Client, "cancel", TimeSpan.FromSeconds(90));
+
+        Assert.Equal(JobState.Cancelled, cancelled.State);
+        Assert.Equal(cancelled.CheckpointStep, resumed.Step);
+        Assert.True(cancelled.CheckpointStep >= 4);
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.Equal(Enumerable.Range(1, 30), (await job.GetHistoryAsync(0, 100)).Select(m => m.Step));
+    }
+}
