@@ -101,9 +101,14 @@ public sealed partial class InferenceModel
             var B = Blocks[l];
             NormRows(s.X, B.AttnNorm, s.Xn, R, D);                           // [R, D]
             qa.Quantize(s.Xn, R, D);
-            B.Q.Forward(s.Xn, qa, R, s.Q, Pool, KernelPath);
-            B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
-            B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
+            if (B.Q is TernaryLinear tq && B.K is TernaryLinear tk && B.V is TernaryLinear tv)
+                TernaryLinear.ForwardShared([tq, tk, tv], [s.Q, s.K, s.V], qa, R, Pool, KernelPath);
+            else
+            {
+                B.Q.Forward(s.Xn, qa, R, s.Q, Pool, KernelPath);
+                B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
+                B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
+            }
             int half = hd / 2;
             for (int r = 0; r < R; r++)
             {
@@ -127,8 +132,13 @@ public sealed partial class InferenceModel
 
             NormRows(s.X, B.FfnNorm, s.Xn, R, D);
             qa.Quantize(s.Xn, R, D);
-            B.Gate.Forward(s.Xn, qa, R, s.Gate, Pool, KernelPath);           // [R, F]
-            B.Up.Forward(s.Xn, qa, R, s.Up, Pool, KernelPath);
+            if (B.Gate is TernaryLinear tg && B.Up is TernaryLinear tu)         // [R, F] each
+                TernaryLinear.ForwardShared([tg, tu], [s.Gate, s.Up], qa, R, Pool, KernelPath);
+            else
+            {
+                B.Gate.Forward(s.Xn, qa, R, s.Gate, Pool, KernelPath);
+                B.Up.Forward(s.Xn, qa, R, s.Up, Pool, KernelPath);
+            }
             VectorMath.SiluGate(s.Gate.AsSpan(0, R * F), s.Up.AsSpan(0, R * F));
             NormRows(s.Gate, B.FfnSubNorm, s.Gate, R, F);
             qa.Quantize(s.Gate, R, F);

@@ -44,6 +44,29 @@ public sealed class TernaryLinear(PackedTernary weights) : Linear
     }
 
     public override void Dispose() => Weights.Dispose();
+
+    /// <summary>
+    /// Runs several ternary layers that share one quantized input (q/k/v, gate/up) as one parallel loop, so the
+    /// threads meet at one barrier instead of one per layer.
+    /// </summary>
+    public static void ForwardShared(ReadOnlySpan<TernaryLinear> layers, float[][] outputs, QuantizedActivations xq, int tokens, WorkerPool pool, KernelPath path)
+    {
+        int rowsTotal = 0;
+        foreach (var l in layers) rowsTotal += l.OutFeatures;
+        int target = Math.Max(tokens > 1 ? 16 : 64, rowsTotal / (pool.ThreadCount * 4));
+        int chunk = (target + 3) / 4 * 4;
+        var items = new List<(PackedTernary W, float[] Y, int Start, int End)>();
+        for (int i = 0; i < layers.Length; i++)
+        {
+            var w = layers[i].Weights;
+            for (int start = 0; start < w.Rows; start += chunk) items.Add((w, outputs[i], start, Math.Min(w.Rows, start + chunk)));
+        }
+        pool.For(items.Count, k =>
+        {
+            var (w, y, start, end) = items[k];
+            TernaryMatMul.Multiply(w, xq, y, start, end, path);
+        });
+    }
 }
 
 /// <summary>Plain fp32 weights [out, in] (the FP32 twin, or F16/F32 tensors in a file).</summary>
