@@ -1,0 +1,229 @@
+// `duck cluster up|train|status|cancel|resume`: a local cluster of silo processes, and jobs on a cluster reached
+// through one gateway. Training progress comes from polling the job grain (which also re-arms it after a silo
+// failure); --json prints one line per step and a final summary. Not the grains: see src/Grains.
+using System.CommandLine;
+using System.Diagnostics;
+using Duck.Grains;
+using Orleans.Runtime;
+
+namespace Duck.Coordinator;
+
+public static class ClusterCommands
+{
+    const string DefaultGateway = "127.0.0.1:30000";
+
+    public static void Register(RootCommand root)
+    {
+        var cluster = new Command("cluster", "Train on an Orleans cluster of silos");
+        cluster.Subcommands.Add(UpCommand());
+        cluster.Subcommands.Add(TrainCommand());
+        cluster.Subcommands.Add(StatusCommand());
+        cluster.Subcommands.Add(JobCommand("cancel", "Stop a job after checkpointing it", (job, _) => job.CancelAsync()));
+        cluster.Subcommands.Add(JobCommand("resume", "Continue a cancelled or failed job from its newest checkpoint", (job, _) => job.ResumeAsync()));
+        root.Subcommands.Add(cluster);
+    }
+
+    static Option<string> Gateway() => new("--gateway") { Description = "A silo's client gateway, HOST:PORT", DefaultValueFactory = _ => DefaultGateway };
+
+    static Command UpCommand()
+    {
+        var silos = new Option<int>("--silos") { Description = "Silo processes to start", DefaultValueFactory = _ => 2 };
+        var siloPort = new Option<int>("--silo-port") { Description = "First silo port (then +1 per silo)", DefaultValueFactory = _ => 11111 };
+        var gatewayPort = new Option<int>("--gateway-port") { Description = "First gateway port", DefaultValueFactory = _ => 30000 };
+        var httpPort = new Option<int>("--http-port") { Description = "First HTTP (health) port", DefaultValueFactory = _ => 8080 };
+        var state = new Option<string>("--state") { Description = "Grain state folder", DefaultValueFactory = _ => Path.Combine("runs", "cluster", "state") };
+        var json = new Option<bool>("--json") { Description = "One JSON line per ready silo" };
+        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json };
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
+        {
+            int n = pr.GetValue(silos);
+            if (n is < 1 or > 32) throw new UserErrorException($"--silos must be in 1..32, got {n}");
+            string dll = ClusterConnection.FindSiloDll();
+            int threads = Math.Max(1, Environment.ProcessorCount / n);
+            var processes = new List<Process>();
+            try
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+                    start.ArgumentList.Add(dll);
+                    foreach (var (key, value) in new[] { ("SiloPort", pr.GetValue(siloPort) + i), ("GatewayPort", pr.GetValue(gatewayPort) + i),
+                                 ("HttpPort", pr.GetValue(httpPort) + i), ("PrimarySiloPort", pr.GetValue(siloPort)), ("TorchThreads", threads) })
+                        start.ArgumentList.Add($"--Duck:Silo:{key}={value}");
+                    start.ArgumentList.Add($"--Duck:Silo:StateStore={Path.GetFullPath(pr.GetValue(state)!)}");
+                    var process = Process.Start(start) ?? throw new InvalidOperationException("could not start dotnet");
+                    process.OutputDataReceived += (_, _) => { };
+                    process.ErrorDataReceived += (_, e) => { if (e.Data is not null && pr.GetValue(json) == false) Console.Error.WriteLine($"silo {process.Id}: {e.Data}"); };
+                    process.BeginOutputReadLine();
+                    process.BeginErrorReadLine();
+                    processes.Add(process);
+                    await WaitReadyAsync(process, pr.GetValue(httpPort) + i, ct);
+                    var line = new { silo = i, pid = process.Id, gateway = $"127.0.0.1:{pr.GetValue(gatewayPort) + i}", http = $"http://127.0.0.1:{pr.GetValue(httpPort) + i}", torch_threads = threads };
+                    if (pr.GetValue(json)) Cli.WriteJson(line);
+                    else Console.WriteLine($"silo {i} ready (pid {line.pid}): gateway {line.gateway}, http {line.http}");
+                }
+                if (!pr.GetValue(json)) Console.WriteLine("cluster up; Ctrl+C stops it");
+                var exited = await Task.WhenAny(processes.Select(p => p.WaitForExitAsync(ct)));
+                await exited;
+                Console.Error.WriteLine("a silo exited; stopping the cluster");
+                return 1;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { return 0; }
+            finally
+            {
+                foreach (var p in processes.Where(p => !p.HasExited)) p.Kill(entireProcessTree: true);
+            }
+        });
+        return cmd;
+    }
+
+    static async Task WaitReadyAsync(Process process, int httpPort, CancellationToken ct)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited) throw new UserErrorException($"silo process exited with code {process.ExitCode} before it was ready (port {httpPort} in use?)");
+            try
+            {
+                if ((await http.GetAsync($"http://127.0.0.1:{httpPort}/health/ready", ct)).IsSuccessStatusCode) return;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) when (!ct.IsCancellationRequested) { }
+            await Task.Delay(300, ct);
+        }
+        throw new UserErrorException($"silo on http port {httpPort} was not ready within 90 s");
+    }
+
+    static Command TrainCommand()
+    {
+        var preset = new Option<string>("--preset") { Description = "Model preset", DefaultValueFactory = _ => "mini" };
+        var workers = new Option<int>("--workers") { Description = "Worker grains", DefaultValueFactory = _ => 2 };
+        var gateway = Gateway();
+        var storage = new Option<string>("--storage") { Description = "Checkpoints in a folder (runs/cluster/JOB) or Azure Blob (needs DUCK_STORAGE_CONNECTION_STRING on the silos)", DefaultValueFactory = _ => "folder" };
+        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary, none or fp16", DefaultValueFactory = _ => "ternary" };
+        var syncEvery = new Option<int>("--sync-every") { Description = "Local steps between synchronizations (only 1 is implemented)", DefaultValueFactory = _ => 1 };
+        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default: the preset's)" };
+        var batch = new Option<int?>("--batch-size") { Description = "Sequences per micro-batch" };
+        var seq = new Option<int?>("--seq-len") { Description = "Tokens per sequence" };
+        var micro = new Option<int>("--micro-batches") { Description = "Micro-batches per worker per step", DefaultValueFactory = _ => 1 };
+        var data = new Option<string>("--data") { Description = "Prepared data folder (visible to every silo)", DefaultValueFactory = _ => Path.Combine("data", "brown") };
+        var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-TIMESTAMP)" };
+        var shared = new Option<bool>("--shared-data") { Description = "All workers read shard 0 (the single-process trainer's batches)" };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps", DefaultValueFactory = _ => 50 };
+        var json = new Option<bool>("--json") { Description = "One JSON line per step and a final line" };
+        var cmd = new Command("train", "Submit a training job to the cluster and follow it")
+            { preset, workers, gateway, storage, compress, syncEvery, steps, batch, seq, micro, data, job, shared, checkpointEvery, json };
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
+        {
+            string p = pr.GetValue(preset)!;
+            var defaults = Duck.Model.TrainingOptions.ForPreset(p);
+            Duck.Core.Model.ModelPresets.Get(p);
+            string id = pr.GetValue(job) ?? $"{p}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
+            var compression = pr.GetValue(compress) switch
+            {
+                "ternary" => GradientCompression.Ternary, "none" => GradientCompression.None, "fp16" => GradientCompression.Fp16,
+                var other => throw new UserErrorException($"--compress must be ternary, none or fp16, got '{other}'"),
+            };
+            string store = pr.GetValue(storage) switch
+            {
+                "folder" => Path.GetFullPath(Path.Combine("runs", "cluster", id, "checkpoints")),
+                "azure" => $"azure:duck-{new string(id.ToLowerInvariant().Where(char.IsAsciiLetterOrDigit).Take(40).ToArray())}",
+                var other => throw new UserErrorException($"--storage must be folder or azure, got '{other}'"),
+            };
+            var spec = new JobSpec
+            {
+                Preset = p, DataFolder = Path.GetFullPath(pr.GetValue(data)!), Workers = pr.GetValue(workers), Steps = pr.GetValue(steps) ?? defaults.Steps,
+                BatchSize = pr.GetValue(batch) ?? defaults.BatchSize, SequenceLength = pr.GetValue(seq) ?? defaults.SequenceLength,
+                MicroBatchesPerWorker = pr.GetValue(micro), Compression = compression, CheckpointStore = store, SharedData = pr.GetValue(shared),
+                CheckpointEvery = pr.GetValue(checkpointEvery), SyncEvery = pr.GetValue(syncEvery),
+            };
+            try { spec.Validate(); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
+            await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
+            var grain = connection.Client.GetGrain<ITrainingJobGrain>(id);
+            var status = await grain.SubmitAsync(spec);
+            if (!pr.GetValue(json)) Console.WriteLine($"job {id}: {spec.Preset}, {spec.Workers} workers, {spec.Steps} steps, {compression} gradients, checkpoints {store}");
+            return await FollowAsync(grain, status, pr.GetValue(json), ct);
+        });
+        return cmd;
+    }
+
+    static async Task<int> FollowAsync(ITrainingJobGrain grain, JobStatus status, bool json, CancellationToken ct)
+    {
+        int shown = status.Step;
+        while (!status.IsFinished)
+        {
+            await Task.Delay(500, ct);
+            try
+            {
+                status = await grain.GetStatusAsync();
+                foreach (var m in await grain.GetHistoryAsync(shown, 1000))
+                {
+                    shown = m.Step;
+                    if (json) Cli.WriteJson(new { step = m.Step, loss = m.Loss, tokens_per_s = m.TokensPerSecond, bytes_up = m.BytesUpPerWorker, bytes_down = m.BytesDownPerWorker, live_workers = m.LiveWorkers, step_time_ms = m.StepTimeMs });
+                    else Console.WriteLine($"step {m.Step}/{status.Steps} [{new string('#', 20 * m.Step / Math.Max(1, status.Steps)),-20}] loss {m.Loss:F3}  {m.TokensPerSecond:N0} tok/s  " +
+                                           $"up {m.BytesUpPerWorker / 1024.0:N0} KiB down {m.BytesDownPerWorker / 1024.0:N0} KiB per worker  {m.LiveWorkers} live workers");
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException and not KeyNotFoundException)
+            {
+                if (!json) Console.Error.WriteLine($"(cluster busy or recovering: {e.GetType().Name})");
+            }
+        }
+        if (json) Cli.WriteJson(new { state = status.State.ToString().ToLowerInvariant(), steps = status.Step, val_loss = status.ValLoss, compression_ratio = status.CompressionRatio, reason = status.Reason });
+        else Console.WriteLine($"job {status.JobId}: {status.State} at step {status.Step}; validation loss {status.ValLoss:F3}; compression ratio {status.CompressionRatio:F1}{(status.Reason is null ? "" : "; " + status.Reason)}");
+        return status.State == JobState.Completed ? 0 : status.State == JobState.Failed ? Cli.UserError : 1;
+    }
+
+    static Command StatusCommand()
+    {
+        var job = new Argument<string?>("job") { Description = "Job id (omit to list the silos)", Arity = ArgumentArity.ZeroOrOne };
+        var gateway = Gateway();
+        var json = new Option<bool>("--json") { Description = "One JSON object" };
+        var cmd = new Command("status", "A job's state and progress, or the cluster's silos") { job, gateway, json };
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
+        {
+            await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
+            if (pr.GetValue(job) is not { } id)
+            {
+                var hosts = await connection.Client.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true);
+                foreach (var (silo, st) in hosts)
+                    if (pr.GetValue(json)) Cli.WriteJson(new { silo = silo.ToString(), status = st.ToString() });
+                    else Console.WriteLine($"{silo} {st}");
+                return 0;
+            }
+            JobStatus s;
+            try { s = await connection.Client.GetGrain<ITrainingJobGrain>(id).GetStatusAsync(); }
+            catch (KeyNotFoundException e) { throw new UserErrorException(e.Message); }
+            Print(s, pr.GetValue(json));
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command JobCommand(string name, string description, Func<ITrainingJobGrain, CancellationToken, Task<JobStatus>> act)
+    {
+        var job = new Argument<string>("job") { Description = "Job id" };
+        var gateway = Gateway();
+        var json = new Option<bool>("--json") { Description = "One JSON object" };
+        var cmd = new Command(name, description) { job, gateway, json };
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
+        {
+            await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
+            try { Print(await act(connection.Client.GetGrain<ITrainingJobGrain>(pr.GetValue(job)!), ct), pr.GetValue(json)); }
+            catch (KeyNotFoundException e) { throw new UserErrorException(e.Message); }
+            return 0;
+        });
+        return cmd;
+    }
+
+    static void Print(JobStatus s, bool json)
+    {
+        if (json)
+            Cli.WriteJson(new { job = s.JobId, state = s.State.ToString().ToLowerInvariant(), step = s.Step, steps = s.Steps, loss = s.Last?.Loss, val_loss = s.ValLoss,
+                                checkpoint_step = s.CheckpointStep, recoveries = s.Recoveries, compression_ratio = s.CompressionRatio, reason = s.Reason });
+        else
+            Console.WriteLine($"job {s.JobId}: {s.State}, step {s.Step}/{s.Steps}, loss {s.Last?.Loss:F3}, checkpoint step {s.CheckpointStep}, " +
+                              $"recoveries {s.Recoveries}{(s.ValLoss is { } v ? $", validation loss {v:F3}" : "")}{(s.Reason is null ? "" : $"; {s.Reason}")}");
+    }
+}
