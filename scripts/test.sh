@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Large libtorch allocations on transparent huge pages (see src/Duck.Core/Runtime/MallocTuning.cs).
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1
 log=$(mktemp)
 status=0
 dotnet test Duck.Distributed.sln -c Release --no-build -v quiet -nologo 2>&1 | tee "$log" || status=$?
