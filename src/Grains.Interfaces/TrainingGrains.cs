@@ -130,6 +130,8 @@ public sealed record ParameterServerStatus
     [Id(7)] public string ActivationId { get; init; } = "";
     /// <summary>fp32 bytes of all parameters (one direction).</summary>
     [Id(8)] public long Fp32ModelBytes { get; init; }
+    /// <summary>The silo hosting this activation.</summary>
+    [Id(9)] public string Silo { get; init; } = "";
 }
 
 /// <summary>A worker's view.</summary>

@@ -104,7 +104,7 @@ public sealed class ParameterServerGrain(
     {
         Version = server is null ? -1 : version, Contributions = arrived.Count, Committing = committing,
         Recent = recent.TakeLast(64).ToArray(), CheckpointStep = checkpointStep, Error = error, ValLoss = valLoss,
-        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4,
+        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4, Silo = RuntimeIdentity,
     };
 
     public Task<WeightsManifest?> GetWeightsManifestAsync(int v) =>
