@@ -63,9 +63,17 @@ public static class ClusterCommands
                     else Console.WriteLine($"silo {i} ready (pid {line.pid}): gateway {line.gateway}, http {line.http}");
                 }
                 if (!pr.GetValue(json)) Console.WriteLine("cluster up; Ctrl+C stops it");
-                var exited = await Task.WhenAny(processes.Select(p => p.WaitForExitAsync(ct)));
-                await exited;
-                Console.Error.WriteLine("a silo exited; stopping the cluster");
+                // A silo that dies (or is killed) is reported; the others keep serving, as a real cluster would.
+                var alive = processes.ToList();
+                while (alive.Count > 0)
+                {
+                    var exited = await Task.WhenAny(alive.Select(p => p.WaitForExitAsync(ct).ContinueWith(_ => p, ct)));
+                    var gone = await exited;
+                    ct.ThrowIfCancellationRequested();
+                    alive.Remove(gone);
+                    if (pr.GetValue(json)) Cli.WriteJson(new { @event = "silo_exited", pid = gone.Id, exit_code = gone.ExitCode });
+                    else Console.Error.WriteLine($"silo pid {gone.Id} exited with code {gone.ExitCode}; {alive.Count} silo(s) left");
+                }
                 return 1;
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { return 0; }
