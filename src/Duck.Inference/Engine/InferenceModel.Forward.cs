@@ -99,8 +99,7 @@ public sealed partial class InferenceModel
         for (int l = 0; l < Blocks.Count; l++)
         {
             var B = Blocks[l];
-            NormRows(s.X, B.AttnNorm, s.Xn, R, D);                           // [R, D]
-            qa.Quantize(s.Xn, R, D);
+            NormAndQuantize(s.X, B.AttnNorm, s.Xn, R, D, qa);                // [R, D]
             if (B.Q is TernaryLinear tq && B.K is TernaryLinear tk && B.V is TernaryLinear tv)
                 TernaryLinear.ForwardShared([tq, tk, tv], [s.Q, s.K, s.V], qa, R, Pool, KernelPath);
             else
@@ -125,13 +124,11 @@ public sealed partial class InferenceModel
                 }
             }
             Attention(l, R, caches, positions, s);                            // [R, D]
-            NormRows(s.Att, B.AttnSubNorm, s.Att, R, D);
-            qa.Quantize(s.Att, R, D);
+            NormAndQuantize(s.Att, B.AttnSubNorm, s.Att, R, D, qa);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
             VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
 
-            NormRows(s.X, B.FfnNorm, s.Xn, R, D);
-            qa.Quantize(s.Xn, R, D);
+            NormAndQuantize(s.X, B.FfnNorm, s.Xn, R, D, qa);
             if (B.Gate is TernaryLinear tg && B.Up is TernaryLinear tu)         // [R, F] each
                 TernaryLinear.ForwardShared([tg, tu], [s.Gate, s.Up], qa, R, Pool, KernelPath);
             else
@@ -139,9 +136,8 @@ public sealed partial class InferenceModel
                 B.Gate.Forward(s.Xn, qa, R, s.Gate, Pool, KernelPath);
                 B.Up.Forward(s.Xn, qa, R, s.Up, Pool, KernelPath);
             }
-            VectorMath.SiluGate(s.Gate.AsSpan(0, R * F), s.Up.AsSpan(0, R * F));
-            NormRows(s.Gate, B.FfnSubNorm, s.Gate, R, F);
-            qa.Quantize(s.Gate, R, F);
+            ForRows(R, (r0, r1) => VectorMath.SiluGate(s.Gate.AsSpan(r0 * F, (r1 - r0) * F), s.Up.AsSpan(r0 * F, (r1 - r0) * F)));
+            NormAndQuantize(s.Gate, B.FfnSubNorm, s.Gate, R, F, qa);
             B.Down.Forward(s.Gate, qa, R, s.Out, Pool, KernelPath);          // [R, D]
             VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
         }
@@ -152,9 +148,24 @@ public sealed partial class InferenceModel
         Head.Forward(s.Xn, qa, logitRows, logits, Pool, KernelPath);         // [logitRows, V]
     }
 
-    void NormRows(float[] x, float[] w, float[] y, int rows, int dim)
+    /// <summary>y = RMSNorm(x)·w per row, then int8 quantization of y, split by rows across the pool for a prefill.</summary>
+    void NormAndQuantize(float[] x, float[] w, float[] y, int rows, int dim, QuantizedActivations qa)
     {
-        for (int r = 0; r < rows; r++) VectorMath.RmsNorm(x.AsSpan(r * dim, dim), w, Config.NormEps, y.AsSpan(r * dim, dim));
+        qa.Prepare(rows, dim);
+        float eps = Config.NormEps;
+        ForRows(rows, (r0, r1) =>
+        {
+            for (int r = r0; r < r1; r++) VectorMath.RmsNorm(x.AsSpan(r * dim, dim), w, eps, y.AsSpan(r * dim, dim));
+            qa.QuantizeRows(y, dim, r0, r1);
+        });
+    }
+
+    /// <summary>Runs body over row ranges: inline for a few rows (decode), in chunks across the pool for many.</summary>
+    void ForRows(int rows, Action<int, int> body)
+    {
+        if (rows < 16) { body(0, rows); return; }
+        int chunks = Pool.ThreadCount * 2, per = (rows + chunks - 1) / chunks;
+        Pool.For(chunks, c => { int r0 = c * per, r1 = Math.Min(rows, r0 + per); if (r0 < r1) body(r0, r1); });
     }
 
     void Attention(int layer, int rows, KvCache[] caches, int[] positions, ForwardScratch s)

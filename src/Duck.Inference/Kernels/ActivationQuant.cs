@@ -20,16 +20,27 @@ public sealed class QuantizedActivations
     /// <summary>Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats (row stride <paramref name="cols"/>).</summary>
     public void Quantize(ReadOnlySpan<float> x, int rows, int cols)
     {
+        Prepare(rows, cols);
+        QuantizeRows(x, cols, 0, rows);
+    }
+
+    /// <summary>Sizes the buffers for rows × cols; then <see cref="QuantizeRows"/> fills any row ranges (in parallel if wanted).</summary>
+    public void Prepare(int rows, int cols)
+    {
         int padded = PackedTernary.RoundUp(cols);
         Rows = rows;
         PaddedCols = padded;
         if (Values.Length < rows * padded) Values = GC.AllocateUninitializedArray<sbyte>(rows * padded, pinned: true);
         if (Scales.Length < rows) { Scales = new float[rows]; Sums = new int[rows]; }
-        for (int r = 0; r < rows; r++)
+    }
+
+    /// <summary>Quantizes rows [start, end) after <see cref="Prepare"/>.</summary>
+    public void QuantizeRows(ReadOnlySpan<float> x, int cols, int start, int end)
+    {
+        for (int r = start; r < end; r++)
         {
-            var xr = x.Slice(r * cols, cols);
-            var q = Values.AsSpan(r * padded, padded);
-            Scales[r] = QuantizeRow(xr, q[..cols], out Sums[r]);
+            var q = Values.AsSpan(r * PaddedCols, PaddedCols);
+            Scales[r] = QuantizeRow(x.Slice(r * cols, cols), q[..cols], out Sums[r]);
             q[cols..].Clear();
         }
     }
