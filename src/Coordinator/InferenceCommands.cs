@@ -83,8 +83,9 @@ public static class InferenceCommands
                 double tps = stats.TotalMs > 0 ? stats.GeneratedTokens / (stats.TotalMs / 1000) : 0;
                 totalMs += stats.TotalMs;
                 totalTokens += stats.GeneratedTokens;
-                if (asJson) Cli.WriteJson(new { prompt, reply, latency_ms = Math.Round(stats.TotalMs, 1), tokens_per_s = Math.Round(tps, 1), tokens = stats.GeneratedTokens });
-                else Console.WriteLine($"> {prompt}\n{reply}\n  [{stats.TotalMs:F0} ms, {stats.GeneratedTokens} tokens, {tps:F1} tokens/s]\n");
+                long rss = ProcessMemory.PeakRssBytes();
+                if (asJson) Cli.WriteJson(new { prompt, reply, latency_ms = Math.Round(stats.TotalMs, 1), tokens_per_s = Math.Round(tps, 1), tokens = stats.GeneratedTokens, peak_rss_bytes = rss });
+                else Console.WriteLine($"> {prompt}\n{reply}\n  [{stats.TotalMs:F0} ms, {stats.GeneratedTokens} tokens, {tps:F1} tokens/s, peak memory {rss / 1e6:F0} MB]\n");
             }
             long peak = ProcessMemory.PeakRssBytes();
             double avgTps = totalMs > 0 ? totalTokens / (totalMs / 1000) : 0;

@@ -116,6 +116,28 @@ public class ExportAndChatTests : IDisposable
     }
 
     [Fact]
+    public void ChatConversation_ManyTurns_DropsOldTurnsToStayInContext()
+    {
+        var config = TestModels.Tiny(); // 64-token context
+        string path = TestModels.WriteGguf(config, seed: 34);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            var chat = new ChatConversation(model);
+            var o = new SamplingOptions { Temperature = 0.8f, Seed = 5, MaxTokens = 10 };
+            for (int turn = 0; turn < 8; turn++)
+            {
+                _ = string.Concat(chat.Reply($"Tell me something about turn number {turn}", o, new GenerationStats()));
+                Assert.InRange(chat.Session.Length, 1, config.ContextLength);
+            }
+            string transcript = Gpt2Tokenizer.Shared.Decode(chat.Session.Tokens);
+            Assert.Contains("User: Tell me something about turn number 7\nDuck:", transcript);
+            Assert.DoesNotContain("turn number 0", transcript); // 8 turns of ~20 tokens cannot all fit in 64
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
     public void ChatConversation_SecondTurn_PrefillsOnlyNewTokens()
     {
         var config = TestModels.Tiny();

@@ -96,8 +96,11 @@ public sealed unsafe class EmbeddingTable : Linear
         return sum;
     }
 
+    bool disposed;
+
     public override void Dispose()
     {
-        if (ownsData) NativeMemory.AlignedFree(data);
+        if (ownsData && !disposed) NativeMemory.AlignedFree(data);
+        disposed = true;
     }
 }
