@@ -1,4 +1,4 @@
-// BitNet b1.58 activation quantization per token (row): s = 127 / max(max|x|, 1e-5), xq = clamp(round_half_even(x·s),
+// BitNet b1.58 activation quantization per token (row): s = (1 / max(max|x|, 1e-5)) · 127, xq = clamp(round_half_even(x·s),
 // -128, 127). Writes int8 rows padded with zeros to the weight's padded width, plus the per-row scale and code sum
 // the ternary kernels need. Not the weight quantizer (Absmean).
 using System.Runtime.Intrinsics;
@@ -55,7 +55,7 @@ public sealed class QuantizedActivations
         float amax = 0;
         for (int k = 0; k < 8; k++) amax = MathF.Max(amax, vmax[k]);
         for (; i < n; i++) amax = MathF.Max(amax, MathF.Abs(x[i]));
-        float s = 127f / MathF.Max(amax, 1e-5f);
+        float s = 1f / MathF.Max(amax, 1e-5f) * 127f; // as the trainer: reciprocal, then × 127
         var vs = Vector256.Create(s);
         var lo = Vector256.Create(-128f);
         var hi = Vector256.Create(127f);
@@ -80,12 +80,12 @@ public sealed class QuantizedActivations
         return s;
     }
 
-    /// <summary>The oracle: s = 127 / max(max|x|, 1e-5), q = clamp(round_half_even(x·s), -128, 127).</summary>
+    /// <summary>The oracle: s = (1 / max(max|x|, 1e-5)) · 127, q = clamp(round_half_even(x·s), -128, 127).</summary>
     public static float QuantizeRowScalar(ReadOnlySpan<float> x, Span<sbyte> q, out int sum)
     {
         float amax = 0;
         foreach (float v in x) amax = MathF.Max(amax, MathF.Abs(v));
-        float s = 127f / MathF.Max(amax, 1e-5f);
+        float s = 1f / MathF.Max(amax, 1e-5f) * 127f; // as the trainer: reciprocal, then × 127
         sum = 0;
         for (int j = 0; j < x.Length; j++)
         {
