@@ -36,9 +36,10 @@ public static class InferenceCommands
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder (with manifest.json) or run folder (newest checkpoints/<name>)", Required = true };
         var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
         var ternary = new Option<string>("--ternary") { Description = "Ternary block type: tq2 (default) or tq1", DefaultValueFactory = _ => "tq2" };
+        var embedding = new Option<string>("--embedding") { Description = "Token embedding type: q8_0 (default), f16 or f32", DefaultValueFactory = _ => "q8_0" };
         var llamaCpp = new Option<bool>("--llama-cpp") { Description = "Write exactly what llama.cpp's bitnet architecture loads (needs a tied head)" };
         var cmd = new Command("export", "Export a checkpoint as a GGUF model file for the inference engine.");
-        cmd.Options.Add(checkpoint); cmd.Options.Add(output); cmd.Options.Add(ternary); cmd.Options.Add(llamaCpp);
+        cmd.Options.Add(checkpoint); cmd.Options.Add(output); cmd.Options.Add(ternary); cmd.Options.Add(embedding); cmd.Options.Add(llamaCpp);
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             var type = pr.GetValue(ternary) switch
@@ -47,12 +48,19 @@ public static class InferenceCommands
                 "tq1" => GgmlType.TQ1_0,
                 var other => throw new UserErrorException($"--ternary must be tq2 or tq1, got '{other}'"),
             };
+            var embeddingType = pr.GetValue(embedding) switch
+            {
+                "q8_0" => GgmlType.Q8_0,
+                "f16" => GgmlType.F16,
+                "f32" => GgmlType.F32,
+                var other => throw new UserErrorException($"--embedding must be q8_0, f16 or f32, got '{other}'"),
+            };
             var clock = Stopwatch.StartNew();
             var (config, tensors, folder) = CheckpointReader.Read(pr.GetValue(checkpoint)!);
             string path = pr.GetValue(output)!;
             string tmp = path + ".tmp";
             await using (var stream = File.Create(tmp))
-                GgufExporter.Export(config, tensors, stream, new ExportOptions { TernaryType = type, LlamaCpp = pr.GetValue(llamaCpp) });
+                GgufExporter.Export(config, tensors, stream, new ExportOptions { TernaryType = type, EmbeddingType = embeddingType, LlamaCpp = pr.GetValue(llamaCpp) });
             File.Move(tmp, path, overwrite: true);
             long bytes = new FileInfo(path).Length;
             Console.WriteLine($"exported {folder} -> {path}: {bytes / 1e6:F1} MB, {type}, {clock.Elapsed.TotalSeconds:F1} s");

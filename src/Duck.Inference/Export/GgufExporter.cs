@@ -19,6 +19,8 @@ public sealed record ExportOptions
     public GgmlType TernaryType { get; init; } = GgmlType.TQ2_0;
     /// <summary>Write exactly what llama.cpp's bitnet architecture loads (needs a tied head and 256-multiple dims).</summary>
     public bool LlamaCpp { get; init; }
+    /// <summary>Token embedding type: Q8_0 (default, small file), F16 or F32 (exact; a tied head then matches the trainer closely).</summary>
+    public GgmlType EmbeddingType { get; init; } = GgmlType.Q8_0;
     /// <summary>Include the GPT-2 tokens and merges (tests may skip them for speed).</summary>
     public bool IncludeTokenizer { get; init; } = true;
 }
@@ -31,6 +33,8 @@ public static class GgufExporter
     {
         options ??= new ExportOptions();
         config = config.Validate();
+        if (options.EmbeddingType is not (GgmlType.Q8_0 or GgmlType.F16 or GgmlType.F32))
+            throw new ArgumentException($"embedding type must be Q8_0, F16 or F32, got {options.EmbeddingType}");
         if (options.TernaryType is not (GgmlType.TQ1_0 or GgmlType.TQ2_0))
             throw new ArgumentException($"ternary type must be TQ1_0 or TQ2_0, got {options.TernaryType}");
         if (options.LlamaCpp)
@@ -41,7 +45,7 @@ public static class GgufExporter
                 throw new ArgumentException($"--llama-cpp needs ModelDim ({config.ModelDim}) and FfnDim ({config.FfnDim}) to be multiples of 256 (TQ block size)");
         }
         foreach (var (key, count) in ExpectedTensors(config)) Checked(Require(tensors, key, config), key, count);
-        var specs = TensorSpecs(config, options.TernaryType, name => Require(tensors, name, config));
+        var specs = TensorSpecs(config, options.TernaryType, name => Require(tensors, name, config), options.EmbeddingType);
         GgufWriter.Write(output, Metadata(config, options), specs);
     }
 
@@ -109,11 +113,11 @@ public static class GgufExporter
         return m;
     }
 
-    static List<GgufTensorSpec> TensorSpecs(ModelConfig c, GgmlType ternaryType, Func<string, float[]> get)
+    static List<GgufTensorSpec> TensorSpecs(ModelConfig c, GgmlType ternaryType, Func<string, float[]> get, GgmlType embeddingType = GgmlType.Q8_0)
     {
         int d = c.ModelDim, f = c.FfnDim, v = c.VocabSize;
         var specs = new List<GgufTensorSpec>();
-        GgmlType embType = d % GgmlTypes.QK8_0 == 0 ? GgmlType.Q8_0 : GgmlType.F32;
+        GgmlType embType = embeddingType == GgmlType.Q8_0 && d % GgmlTypes.QK8_0 != 0 ? GgmlType.F32 : embeddingType;
         specs.Add(new("token_embd.weight", [d, v], embType, s => WriteEmbedding(s, get(TensorNames.Embedding), d, embType)));
         specs.Add(Vector("output_norm.weight", TensorNames.FinalNorm, d, get));
         if (!c.TiedHead) specs.Add(Matrix("output.weight", TensorNames.Head, v, d, c, ternaryType, get));
@@ -154,6 +158,16 @@ public static class GgufExporter
     static void WriteEmbedding(Stream s, float[] data, int d, GgmlType type)
     {
         if (type == GgmlType.F32) { WriteFloats(s, data); return; }
+        if (type == GgmlType.F16)
+        {
+            var halves = new Half[d];
+            for (int r = 0; r < data.Length / d; r++)
+            {
+                for (int j = 0; j < d; j++) halves[j] = (Half)data[r * d + j];
+                s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()));
+            }
+            return;
+        }
         var row = new byte[GgmlTypes.TensorBytes(GgmlType.Q8_0, d, 1)];
         for (int r = 0; r < data.Length / d; r++)
         {
