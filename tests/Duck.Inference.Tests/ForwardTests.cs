@@ -25,17 +25,19 @@ public class ForwardTests
 
     public static IEnumerable<object[]> Models() =>
     [
-        [false, true, GgmlType.TQ2_0],
-        [true, true, GgmlType.TQ2_0],
-        [false, true, GgmlType.TQ1_0],
-        [false, false, GgmlType.TQ2_0],
+        [false, true, GgmlType.TQ2_0, GgmlType.Q8_0],
+        [true, true, GgmlType.TQ2_0, GgmlType.Q8_0],
+        [false, true, GgmlType.TQ1_0, GgmlType.Q8_0],
+        [false, false, GgmlType.TQ2_0, GgmlType.Q8_0],
+        [true, true, GgmlType.TQ2_0, GgmlType.F16],
+        [true, false, GgmlType.TQ2_0, GgmlType.F32],
     ];
 
     [Theory, MemberData(nameof(Models))]
-    public void Forward_TinyModel_MatchesReference(bool tied, bool ternary, GgmlType type)
+    public void Forward_TinyModel_MatchesReference(bool tied, bool ternary, GgmlType type, GgmlType embedding)
     {
         var config = TestModels.Tiny(tied, ternary, vocab: 1000);
-        string path = TestModels.WriteGguf(config, seed: 11, type);
+        string path = TestModels.WriteGguf(config, seed: 11, type, embedding: embedding);
         try
         {
             using var model = InferenceModel.Load(path);

@@ -40,11 +40,11 @@ public static class TestModels
     }
 
     /// <summary>Exports a random model to a temp GGUF file and returns its path.</summary>
-    public static string WriteGguf(ModelConfig c, int seed, GgmlType ternary = GgmlType.TQ2_0, bool tokenizer = false)
+    public static string WriteGguf(ModelConfig c, int seed, GgmlType ternary = GgmlType.TQ2_0, bool tokenizer = false, GgmlType embedding = GgmlType.Q8_0)
     {
         string path = Path.Combine(Path.GetTempPath(), $"duck-test-{Guid.NewGuid():N}.gguf");
         using var s = File.Create(path);
-        GgufExporter.Export(c, RandomTensors(c, seed), s, new ExportOptions { TernaryType = ternary, IncludeTokenizer = tokenizer });
+        GgufExporter.Export(c, RandomTensors(c, seed), s, new ExportOptions { TernaryType = ternary, IncludeTokenizer = tokenizer, EmbeddingType = embedding });
         return path;
     }
 
@@ -58,6 +58,10 @@ public static class TestModels
         {
             case GgmlType.F32: System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(data).CopyTo(all); break;
             case GgmlType.Q8_0: GgmlQuants.DequantizeQ8(data, all); break;
+            case GgmlType.F16:
+                var h = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(data);
+                for (int i = 0; i < all.Length; i++) all[i] = (float)h[i];
+                break;
             case GgmlType.TQ2_0: GgmlQuants.DequantizeTq2(data, all); break;
             case GgmlType.TQ1_0: GgmlQuants.DequantizeTq1(data, all); break;
             default: throw new NotSupportedException(t.Type.ToString());
