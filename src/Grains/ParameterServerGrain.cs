@@ -64,6 +64,7 @@ public sealed class ParameterServerGrain(
         if (server is null || reloadCheckpoint || spec != jobSpec || error is not null)
         {
             while (committing) await Task.Delay(50);
+            try { await checkpointWrites; } catch (Exception) { /* reported when it failed; reload what is committed */ }
             await InitializeAsync(jobSpec);
             saved.State = new ParameterServerState { Spec = jobSpec };
             await saved.WriteStateAsync();

@@ -86,7 +86,14 @@ public sealed class TrainingJobGrain(
         if (S.State != JobState.Running) return Status();
         StopDriver();
         int checkpoint = S.CheckpointStep;
-        try { checkpoint = await Server.CheckpointNowAsync(); }
+        try
+        {
+            checkpoint = await Server.CheckpointNowAsync();
+            // A commit in flight when the cancel arrived finished first: keep its metrics.
+            var ps = await Server.GetStatusAsync();
+            var late = ps.Recent.Where(m => m.Step > S.Step && m.Step <= checkpoint).OrderBy(m => m.Step);
+            saved.State = S with { History = S.History.Concat(late).ToList(), Step = Math.Max(S.Step, checkpoint) };
+        }
         catch (Exception e) { Log.CancelCheckpointFailed(logger, e, JobId); }
         saved.State = S with { State = JobState.Cancelled, Reason = $"cancelled at step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
         await saved.WriteStateAsync();

@@ -59,6 +59,7 @@ public class TrainingJobTests(TwoSiloCluster fixture) : IClassFixture<TwoSiloClu
         var options = JobData.Options(spec);
         var losses = new List<double>();
         var shard = JobData.OpenTrainShard(spec.DataFolder, 0);
+        TorchSharp.torch.set_num_threads(1); // the silos' setting, on this thread too (OpenMP thread counts are per thread)
         using (var trainer = new Trainer(JobData.Model(spec), options, new ShardBatchSource(shard, spec.BatchSize, spec.SequenceLength, (ulong)spec.Seed),
                                          null, null, e => { if (e is StepEvent s) losses.Add(s.Loss); }))
             await trainer.RunAsync();
@@ -119,7 +120,7 @@ public class TrainingJobTests(TwoSiloCluster fixture) : IClassFixture<TwoSiloClu
         Assert.Equal(JobState.Cancelled, cancelled.State);
         Assert.Equal(cancelled.CheckpointStep, resumed.Step);
         Assert.True(cancelled.CheckpointStep >= 4);
-        Assert.Equal(JobState.Completed, done.State);
+        Assert.True(done.State == JobState.Completed, done.Reason);
         Assert.Equal(Enumerable.Range(1, 30), (await job.GetHistoryAsync(0, 100)).Select(m => m.Step));
     }
 }
