@@ -16,8 +16,8 @@ public static unsafe class TernaryMatMul
 {
     /// <summary>The fastest path this CPU (and the DOTNET_Enable* settings) supports.</summary>
     public static KernelPath Best { get; } =
-        IsSupported(KernelPath.AvxVnni) ? KernelPath.AvxVnni
-        : IsSupported(KernelPath.Avx512) ? KernelPath.Avx512
+        IsSupported(KernelPath.Avx512) ? KernelPath.Avx512
+        : IsSupported(KernelPath.AvxVnni) ? KernelPath.AvxVnni
         : IsSupported(KernelPath.Avx2) ? KernelPath.Avx2 : KernelPath.Scalar;
 
     /// <summary>True when the hardware and runtime allow the path.</summary>
@@ -263,14 +263,18 @@ public static unsafe class TernaryMatMul
                 var r0 = Vector512.Load(w0 + g).AsUInt16(); var r1 = Vector512.Load(w1 + g).AsUInt16();
                 var r2 = Vector512.Load(w2 + g).AsUInt16(); var r3 = Vector512.Load(w3 + g).AsUInt16();
                 sbyte* xa = x0 + g * 4, xb = x1 + g * 4;
-                for (int l = 0; l < 4; l++)
-                {
-                    var v0 = Vector512.Load(xa + l * 64); var v1 = Vector512.Load(xb + l * 64);
-                    var q = (r0 >>> (2 * l)).AsByte() & mask; s00 += Mul(q, v0); s01 += Mul(q, v1);
-                    q = (r1 >>> (2 * l)).AsByte() & mask; s10 += Mul(q, v0); s11 += Mul(q, v1);
-                    q = (r2 >>> (2 * l)).AsByte() & mask; s20 += Mul(q, v0); s21 += Mul(q, v1);
-                    q = (r3 >>> (2 * l)).AsByte() & mask; s30 += Mul(q, v0); s31 += Mul(q, v1);
-                }
+                Step(r0.AsByte() & mask, r1.AsByte() & mask, r2.AsByte() & mask, r3.AsByte() & mask, xa, xb);
+                Step((r0 >>> 2).AsByte() & mask, (r1 >>> 2).AsByte() & mask, (r2 >>> 2).AsByte() & mask, (r3 >>> 2).AsByte() & mask, xa + 64, xb + 64);
+                Step((r0 >>> 4).AsByte() & mask, (r1 >>> 4).AsByte() & mask, (r2 >>> 4).AsByte() & mask, (r3 >>> 4).AsByte() & mask, xa + 128, xb + 128);
+                Step((r0 >>> 6).AsByte() & mask, (r1 >>> 6).AsByte() & mask, (r2 >>> 6).AsByte() & mask, (r3 >>> 6).AsByte() & mask, xa + 192, xb + 192);
+            }
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            void Step(Vector512<byte> q0, Vector512<byte> q1, Vector512<byte> q2, Vector512<byte> q3, sbyte* pa, sbyte* pb)
+            {
+                var v0 = Vector512.Load(pa); var v1 = Vector512.Load(pb);
+                s00 += Mul(q0, v0); s01 += Mul(q0, v1); s10 += Mul(q1, v0); s11 += Mul(q1, v1);
+                s20 += Mul(q2, v0); s21 += Mul(q2, v1); s30 += Mul(q3, v0); s31 += Mul(q3, v1);
             }
             c00 = Widen(c00, s00); c01 = Widen(c01, s01); c10 = Widen(c10, s10); c11 = Widen(c11, s11);
             c20 = Widen(c20, s20); c21 = Widen(c21, s21); c30 = Widen(c30, s30); c31 = Widen(c31, s31);
