@@ -15,21 +15,26 @@ public static class BitQuant
     /// <summary>Effectively W_q = clamp(round(W / (gamma + eps)), -1, 1) * gamma with gamma = mean(|W|).</summary>
     public static Tensor TernaryWeights(Tensor w)
     {
-        using var scope = NewDisposeScope();
-        var gamma = w.abs().mean();
-        return (w / (gamma + Eps)).round().clamp(-1, 1).mul(gamma).MoveToOuterDisposeScope();
+        using var noGrad = no_grad();
+        using var gamma = w.norm(1f).div_(w.numel());                       // mean|W| without an |W| temporary
+        using var denominator = gamma + Eps;
+        return w.div(denominator).round_().clamp_(-1, 1).mul_(gamma);     // one temporary, the rest in place
     }
 
     /// <summary>Effectively x_q = clamp(round(x * s), -128, 127) / s with s = 127 / max|x| per token (last dim).</summary>
     public static Tensor Int8Activations(Tensor x)
     {
-        using var scope = NewDisposeScope();
-        var scale = x.abs().amax(new long[] { -1 }, keepdim: true).clamp_min(Eps).reciprocal().mul(127f);
-        return (x * scale).round().clamp(-128, 127).div(scale).MoveToOuterDisposeScope();
+        using var noGrad = no_grad();
+        using var scale = x.abs().amax(new long[] { -1 }, keepdim: true).clamp_min_(Eps).reciprocal_().mul_(127f);
+        return x.mul(scale).round_().clamp_(-128, 127).div_(scale);
     }
 
-    /// <summary>Straight-through estimator: the forward value of <paramref name="quantized"/>, the gradient of identity.</summary>
-    public static Tensor SteThrough(Tensor x, Tensor quantized) => quantized.detach() + (x - x.detach());
+    /// <summary>Straight-through estimator: exactly the forward value of <paramref name="quantized"/> (q + 0, where
+    /// x + (q - x) would be off by rounding), the gradient of identity.</summary>
+    public static Tensor SteThrough(Tensor x, Tensor quantized)
+    {
+        return (x - x.detach()).add_(quantized);
+    }
 }
 
 /// <summary>y = Q_act(x) · Q_w(W)^T with latent fp32 weights [outFeatures, inFeatures].</summary>
