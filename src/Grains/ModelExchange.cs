@@ -33,10 +33,11 @@ public static class ModelExchange
             if (ternaryNames.Contains(name))
             {
                 using var scope = NewDisposeScope();
-                // Exactly BitQuant.TernaryWeights: t = clamp(round(W / (gamma + eps)), -1, 1), forward value t * gamma.
-                var gamma = p.abs().mean();
-                var t = (p / (gamma + BitQuant.Eps)).round().clamp(-1, 1).to(ScalarType.Int8).contiguous();
-                packet.WriteTernary(name, rows, columns, new[] { gamma.item<float>() }, t.data<sbyte>().ToArray());
+                // Taken from BitQuant.TernaryWeights itself, so replicas see exactly the trainer's values q = t * gamma:
+                // every nonzero |q| is gamma, and t = sign(q).
+                var q = BitQuant.TernaryWeights(p);
+                var t = q.sign().to(ScalarType.Int8).contiguous();
+                packet.WriteTernary(name, rows, columns, new[] { q.abs().max().item<float>() }, t.data<sbyte>().ToArray());
             }
             else if (name == TensorNames.Embedding && EmbeddingByRows(latent.Config)) continue;
             else
