@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: prepare the Brown corpus, train the `mini` preset in this process, and show
-# the result (validation loss against the unigram baseline, the loss chart, an evaluation of the checkpoint).
+# The main job on the embedded default: prepare the Brown corpus, train the `mini` preset in this process, show
+# the result (validation loss against the unigram baseline, the loss chart, an evaluation of the checkpoint), then
+# export the checkpoint to a packed ternary GGUF file and let the model answer the prototype's 8 prompts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,4 +14,7 @@ else
   duck train --preset mini --out "$run"
 fi
 duck eval --checkpoint "$run"
-echo "loss chart: $run/loss.svg"
+duck export --checkpoint "$run" --out "$run/mini.gguf"
+# A pretrained-only mini model continues text; it has not been taught to chat yet (the persona fine-tuning does that).
+duck test --model "$run/mini.gguf"
+echo "loss chart: $run/loss.svg; model file: $run/mini.gguf (try: duck chat --model $run/mini.gguf)"
