@@ -131,7 +131,7 @@ public class ExportAndChatTests : IDisposable
                 Assert.InRange(chat.Session.Length, 1, config.ContextLength);
             }
             string transcript = Gpt2Tokenizer.Shared.Decode(chat.Session.Tokens);
-            Assert.Contains("User: Tell me something about turn number 7\nDuck:", transcript);
+            Assert.Contains("<|user|>\nTell me something about turn number 7\n<|assistant|>\n", transcript);
             Assert.DoesNotContain("turn number 0", transcript); // 8 turns of ~20 tokens cannot all fit in 64
         }
         finally { File.Delete(path); }
@@ -153,6 +153,24 @@ public class ExportAndChatTests : IDisposable
             _ = string.Concat(chat.Reply("Again", o, stats));
             Assert.Equal(Gpt2Tokenizer.Shared.Encode(ChatTemplate.UserTurn("Again")).Length, stats.PromptTokens);
             Assert.True(chat.Session.Length > afterFirst);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void ChatConversation_OneTurn_KeepsTheExchangeInChatFormat()
+    {
+        var config = TestModels.Tiny();
+        string path = TestModels.WriteGguf(config, seed: 35);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            var chat = new ChatConversation(model);
+            string reply = string.Concat(chat.Reply(" Hello ", new SamplingOptions { Temperature = 0, MaxTokens = 5 }, new GenerationStats()));
+            int[] prompt = ChatFormat.PromptForReply([ChatMessage.User("Hello")]);
+            Assert.Equal(prompt, chat.Session.Tokens.Take(prompt.Length));
+            int[] exchange = [.. prompt, .. Gpt2Tokenizer.Shared.Encode(reply.Trim()), ChatFormat.EndOfTurnToken];
+            Assert.Equal(exchange, chat.Session.Tokens);
         }
         finally { File.Delete(path); }
     }

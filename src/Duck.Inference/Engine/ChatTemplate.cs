@@ -1,28 +1,29 @@
-// The chat prompt format, in one place so a later issue can swap it for a real template: a plain transcript of
-// "User: ...\nDuck: ..." lines. Also ChatConversation, which keeps the history inside the context window over
-// one InferenceSession. Not the sampler or the generator.
+// The chat prompt format as the engine uses it: a thin facade over Duck.Core's ChatFormat (the one template shared
+// with training), kept so `duck chat` and `duck test` need not change. Also ChatConversation, which keeps the
+// history inside the context window over one InferenceSession. Not the sampler or the generator.
 using Duck.Core.Text;
 
 namespace Duck.Inference.Engine;
 
-/// <summary>The transcript format of a conversation.</summary>
+/// <summary>The transcript format of a conversation (see <see cref="ChatFormat"/>).</summary>
 public static class ChatTemplate
 {
-    /// <summary>The prompt text of a user turn, ending where the model's reply begins.</summary>
-    public static string UserTurn(string message) => $"User: {message.Trim()}\nDuck:";
+    /// <summary>The prompt text of a user turn, ending with the assistant marker where the model's reply begins.
+    /// Throws ArgumentException when the message is empty or holds a marker or &lt;|endoftext|&gt;.</summary>
+    public static string UserTurn(string message) => ChatFormat.RenderPrompt([ChatMessage.User(message)]);
 
-    /// <summary>The text that closes a reply in the transcript (it follows the reply's own text).</summary>
-    public static string ReplyEnd => "\n";
+    /// <summary>The text that closes a reply in the transcript (it follows the reply's own text): the end-of-turn token.</summary>
+    public static string ReplyEnd => ChatFormat.EndOfTurnText;
 
-    /// <summary>Where a reply ends: at the end of its line, or if the model starts writing the user's part.</summary>
-    public static IReadOnlyList<string> StopSequences { get; } = ["\n", "User:"];
+    /// <summary>Where a reply ends besides the end-of-turn token: if the model starts writing another turn's marker.</summary>
+    public static IReadOnlyList<string> StopSequences => ChatFormat.StopSequences;
 }
 
 /// <summary>A multi-turn chat over one session; each turn prefills only its new tokens unless old turns must be dropped.</summary>
 public sealed class ChatConversation(InferenceModel model)
 {
     readonly InferenceSession session = new(model);
-    readonly List<int[]> turns = new(); // token ids of each finished exchange (user turn + reply + ReplyEnd)
+    readonly List<int[]> turns = new(); // token ids of each finished exchange (user turn + reply + end of turn)
 
     public InferenceSession Session => session;
 
@@ -44,9 +45,9 @@ public sealed class ChatConversation(InferenceModel model)
             reply.Append(piece);
             yield return piece;
         }
-        // Rewrite the exchange canonically (prompt, reply text, ReplyEnd) so the next turn sees a clean transcript.
+        // Rewrite the exchange canonically (prompt, trimmed reply, end of turn) so the next turn sees a clean transcript.
         session.Truncate(start);
-        int[] exchange = prompt.Concat(tokenizer.Encode(" " + reply.ToString().Trim() + ChatTemplate.ReplyEnd)).ToArray();
+        int[] exchange = [.. prompt, .. tokenizer.Encode(reply.ToString().Trim()), ChatFormat.EndOfTurnToken];
         if (session.Length + exchange.Length > session.ContextLength) DropOldTurns(session.ContextLength - exchange.Length);
         session.Append(exchange);
         turns.Add(exchange);
