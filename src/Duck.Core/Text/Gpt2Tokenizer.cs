@@ -18,8 +18,27 @@ public sealed class Gpt2Tokenizer
 
     public static Gpt2Tokenizer Shared => shared.Value;
 
-    /// <summary>Token ids of the text; special tokens written literally (&lt;|endoftext|&gt;) are recognized.</summary>
-    public int[] Encode(string text) => tokenizer.EncodeToIds(text).ToArray();
+    /// <summary>The text of <see cref="EndOfText"/>.</summary>
+    public const string EndOfTextText = "<|endoftext|>";
+
+    /// <summary>Token ids of the text; &lt;|endoftext|&gt; written literally becomes <see cref="EndOfText"/>.</summary>
+    /// <remarks>We split on it ourselves: Microsoft.ML.Tokenizers 2.0.1 recognizes special tokens only through its
+    /// LRU cache of pre-tokens, so after some thousands of distinct words it evicts them and encodes
+    /// &lt;|endoftext|&gt; as seven ordinary tokens.</remarks>
+    public int[] Encode(string text)
+    {
+        int at = text.IndexOf(EndOfTextText, StringComparison.Ordinal);
+        if (at < 0) return tokenizer.EncodeToIds(text).ToArray();
+        var ids = new List<int>();
+        int start = 0;
+        for (; at >= 0; start = at + EndOfTextText.Length, at = text.IndexOf(EndOfTextText, start, StringComparison.Ordinal))
+        {
+            if (at > start) ids.AddRange(tokenizer.EncodeToIds(text.Substring(start, at - start)));
+            ids.Add(EndOfText);
+        }
+        if (start < text.Length) ids.AddRange(tokenizer.EncodeToIds(text.Substring(start)));
+        return ids.ToArray();
+    }
 
     public string Decode(IEnumerable<int> ids) => tokenizer.Decode(ids) ?? "";
 
