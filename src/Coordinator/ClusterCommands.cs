@@ -110,7 +110,7 @@ public static class ClusterCommands
         var gateway = Gateway();
         var storage = new Option<string>("--storage") { Description = "Checkpoints in a folder (runs/cluster/JOB) or Azure Blob (needs DUCK_STORAGE_CONNECTION_STRING on the silos)", DefaultValueFactory = _ => "folder" };
         var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary, none or fp16", DefaultValueFactory = _ => "ternary" };
-        var syncEvery = new Option<int>("--sync-every") { Description = "Local steps between synchronizations (only 1 is implemented)", DefaultValueFactory = _ => 1 };
+        var syncEvery = new Option<int>("--sync-every") { Description = "Local AdamW steps per worker between synchronizations: 1 is synchronous; H > 1 is DiLoCo (weight deltas, outer Nesterov step with lr 0.7, momentum 0.9)", DefaultValueFactory = _ => 1 };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default: the preset's)" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per micro-batch" };
         var seq = new Option<int?>("--seq-len") { Description = "Tokens per sequence" };

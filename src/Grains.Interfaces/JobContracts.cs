@@ -59,7 +59,8 @@ public sealed record JobSpec
     /// shared sequence, which is exactly the single-process trainer's data at GradAccumulation = Workers x M.
     /// False: worker k reads its own shard (k modulo the shard count).</summary>
     [Id(13)] public bool SharedData { get; init; }
-    /// <summary>Longest wait for the gradients of one step before committing with those that arrived, in seconds.</summary>
+    /// <summary>Longest wait for the gradients of one step before committing with those that arrived, in seconds (a
+    /// low-communication round of SyncEvery local steps waits SyncEvery times as long).</summary>
     [Id(14)] public double StepTimeoutSeconds { get; init; } = 20;
     /// <summary>Validation batches at the end of the job (0: no validation).</summary>
     [Id(15)] public int EvalBatches { get; init; } = 4;
@@ -70,6 +71,10 @@ public sealed record JobSpec
     [Id(17)] public int SyncEvery { get; init; } = 1;
     /// <summary>Global gradient-norm clip applied by the parameter server (0: off).</summary>
     [Id(18)] public double GradClip { get; init; } = 1.0;
+    /// <summary>Outer (parameter-server) learning rate of the low-communication mode (DiLoCo: 0.7).</summary>
+    [Id(19)] public double OuterLearningRate { get; init; } = 0.7;
+    /// <summary>Outer Nesterov momentum of the low-communication mode (DiLoCo: 0.9).</summary>
+    [Id(20)] public double OuterMomentum { get; init; } = 0.9;
 
     /// <summary>Throws <see cref="ArgumentException"/> with the offending values when the spec cannot work.</summary>
     public JobSpec Validate()
@@ -81,7 +86,8 @@ public sealed record JobSpec
         Require(BatchSize > 0 && MicroBatchesPerWorker > 0, $"batch size ({BatchSize}) and micro-batches per worker ({MicroBatchesPerWorker}) must be positive");
         Require(StepTimeoutSeconds is > 0 and <= 3600, $"step timeout must be in (0, 3600] s, got {StepTimeoutSeconds}");
         Require(CheckpointEvery >= 0, $"checkpoint every must not be negative, got {CheckpointEvery}");
-        Require(SyncEvery == 1, $"sync every {SyncEvery}: the low-communication (DiLoCo) mode is not implemented yet; use 1");
+        Require(SyncEvery is >= 1 and <= 256, $"sync every must be in 1..256 local steps, got {SyncEvery}");
+        Require(OuterLearningRate > 0 && OuterMomentum is >= 0 and < 1, $"outer learning rate ({OuterLearningRate}) must be positive and outer momentum ({OuterMomentum}) in [0, 1)");
         Require(!string.IsNullOrWhiteSpace(CheckpointStore), "checkpoint store is empty");
         return this;
     }

@@ -44,13 +44,15 @@ public interface IParameterServerGrain : IGrainWithStringKey
     [ResponseTimeout("00:00:10")]
     Task<ParameterServerStatus> GetStatusAsync();
 
-    /// <summary>How the packed weights of <paramref name="version"/> are chunked; null when that version is not the current one.</summary>
+    /// <summary>How the packed weights of <paramref name="version"/> are chunked; null when that version is not the current one.
+    /// In low-communication mode (SyncEvery > 1) the packet is the delta from the previous version unless
+    /// <paramref name="full"/> asks for the whole fp32 weights (a worker that missed a round); null while committing.</summary>
     [ResponseTimeout("00:00:10")]
-    Task<WeightsManifest?> GetWeightsManifestAsync(int version);
+    Task<WeightsManifest?> GetWeightsManifestAsync(int version, bool full);
 
-    /// <summary>One chunk (at most 4 MiB) of the packed weights of <paramref name="version"/>; null when stale.</summary>
+    /// <summary>One chunk (at most 4 MiB) of the packet the manifest describes; null when stale.</summary>
     [ResponseTimeout("00:00:10")]
-    Task<byte[]?> GetWeightsChunkAsync(int version, int index);
+    Task<byte[]?> GetWeightsChunkAsync(int version, int index, bool full);
 
     /// <summary>fp32 rows of the token embedding (row-major, ModelDim floats each) for the given ids; null when stale.
     /// Ask for at most <see cref="Payloads.MaxRowsPerCall"/> rows per call.</summary>
@@ -93,14 +95,19 @@ public sealed record StepOrder(
     [property: Id(2)] int WorkerIndex,
     [property: Id(3)] JobSpec Spec);
 
-/// <summary>How one weight version is packed: total bytes and chunk count.</summary>
+/// <summary>How one weight version is packed: total bytes and chunk count; in low-communication mode also which
+/// version the delta applies to within which lineage of the server's replica view.</summary>
 [GenerateSerializer, Immutable]
 public sealed record WeightsManifest(
     [property: Id(0)] int Version,
     [property: Id(1)] long TotalBytes,
-    [property: Id(2)] int Chunks);
+    [property: Id(2)] int Chunks,
+    [property: Id(3)] string Lineage = "",
+    [property: Id(4)] int DeltaFrom = -1,
+    [property: Id(5)] bool SeedInitialized = false);
 
-/// <summary>A piece of one worker's encoded gradient (see Payloads), with the worker's figures for the step.</summary>
+/// <summary>A piece of one worker's encoded gradient (see Payloads), with the worker's figures for the step; in
+/// low-communication mode the encoded weight delta of a round, with the loss of each local step.</summary>
 [GenerateSerializer, Immutable]
 public sealed record GradientChunk(
     [property: Id(0)] int Step,
@@ -110,7 +117,8 @@ public sealed record GradientChunk(
     [property: Id(4)] byte[] Bytes,
     [property: Id(5)] double Loss,
     [property: Id(6)] long BytesDown,
-    [property: Id(7)] long BytesUp);
+    [property: Id(7)] long BytesUp,
+    [property: Id(8)] double[]? StepLosses = null);
 
 /// <summary>The parameter server's view.</summary>
 [GenerateSerializer, Immutable]

@@ -98,27 +98,37 @@ public static class ModelExchange
             long rows = p.dim() >= 2 ? p.shape[0] : 1, columns = p.numel() / rows;
             int[]? ids = byRows && name == TensorNames.Embedding ? rowIds : null;
             float[] values = ids is null ? all : Gather(all, ids, (int)columns);
-            switch (compression)
-            {
-                case GradientCompression.None: packet.WriteFp32(name, rows, columns, values, ids); break;
-                case GradientCompression.Fp16: packet.WriteFp16(name, rows, columns, values, ids); break;
-                default:
-                    if (!residuals.TryGetValue(name, out var residual)) residuals[name] = residual = new float[p.numel()];
-                    long sentRows = ids?.Length ?? rows;
-                    var scales = new float[sentRows];
-                    var ternary = new sbyte[values.Length];
-                    for (int r = 0; r < sentRows; r++)
-                    {
-                        long at = (ids is null ? r : ids[r]) * columns;
-                        var slot = residual.AsSpan((int)at, (int)columns);
-                        scales[r] = TernaryCodec.QuantizeRow(values.AsSpan((int)(r * columns), (int)columns), slot,
-                                                             ternary.AsSpan((int)(r * columns), (int)columns), ref rng, TernaryCodec.DefaultClipSigmas);
-                    }
-                    packet.WriteTernary(name, rows, columns, scales, ternary, ids);
-                    break;
-            }
+            residuals.TryGetValue(name, out var residual);
+            if (residual is null && compression == GradientCompression.Ternary) residuals[name] = residual = new float[p.numel()];
+            WriteEncoded(packet, name, rows, columns, values, ids, compression, residual, ref rng);
         }
         return packet.ToArray();
+    }
+
+    /// <summary>Writes one tensor (or, with <paramref name="ids"/>, those rows of it) in <paramref name="compression"/>'s
+    /// encoding. Ternary adds and updates <paramref name="residual"/> (dense, the whole tensor): error feedback.</summary>
+    public static void WriteEncoded(TensorPacketWriter packet, string name, long rows, long columns, float[] values, int[]? ids,
+                                    GradientCompression compression, float[]? residual, ref SplitMix64 rng)
+    {
+        switch (compression)
+        {
+            case GradientCompression.None: packet.WriteFp32(name, rows, columns, values, ids); break;
+            case GradientCompression.Fp16: packet.WriteFp16(name, rows, columns, values, ids); break;
+            default:
+                residual ??= new float[rows * columns];
+                long sentRows = ids?.Length ?? rows;
+                var scales = new float[sentRows];
+                var ternary = new sbyte[values.Length];
+                for (int r = 0; r < sentRows; r++)
+                {
+                    long at = (ids is null ? r : ids[r]) * columns;
+                    var slot = residual.AsSpan((int)at, (int)columns);
+                    scales[r] = TernaryCodec.QuantizeRow(values.AsSpan((int)(r * columns), (int)columns), slot,
+                                                         ternary.AsSpan((int)(r * columns), (int)columns), ref rng, TernaryCodec.DefaultClipSigmas);
+                }
+                packet.WriteTernary(name, rows, columns, scales, ternary, ids);
+                break;
+        }
     }
 
     static float[] Gather(float[] all, int[] ids, int columns)

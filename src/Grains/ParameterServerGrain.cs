@@ -23,7 +23,7 @@ public sealed class ParameterServerGrain(
     [PersistentState("ps", DuckStorage.Name)] IPersistentState<ParameterServerState> saved,
     ILogger<ParameterServerGrain> logger) : Grain, IParameterServerGrain
 {
-    sealed record Contribution(byte[] Packet, double Loss, long BytesDown, long BytesUp);
+    sealed record Contribution(byte[] Packet, double Loss, long BytesDown, long BytesUp, double[]? StepLosses);
     sealed record Snapshot(int Step, Dictionary<string, byte[]> Files, CheckpointManifest Manifest);
 
     readonly string activationId = Guid.NewGuid().ToString("N");
@@ -37,6 +37,7 @@ public sealed class ParameterServerGrain(
     CheckpointManager? checkpoints;
     int version;
     byte[] weights = [];
+    byte[]? fullWeights;
     float[] embedding = [];
     bool committing, frozen;
     string? error;
@@ -92,7 +93,7 @@ public sealed class ParameterServerGrain(
         (server, spec, config, options, checkpoints) = (loaded, jobSpec, newConfig, newOptions, manager);
         version = (int)(latest?.Manifest.Step ?? 0);
         checkpointStep = latest is null ? -1 : version;
-        (weights, embedding) = (loaded.Weights, loaded.Embedding);
+        (weights, embedding, fullWeights) = (loaded.Weights, loaded.Embedding, null);
         arrived.Clear(); assembling.Clear(); recent.Clear();
         error = null; valLoss = null; committing = frozen = false;
         lastCommitTimestamp = Stopwatch.GetTimestamp();
@@ -104,15 +105,24 @@ public sealed class ParameterServerGrain(
     ParameterServerStatus Status() => new()
     {
         Version = server is null ? -1 : version, Contributions = arrived.Count, Committing = committing,
-        Recent = recent.TakeLast(64).ToArray(), CheckpointStep = checkpointStep, Error = error, ValLoss = valLoss,
+        Recent = recent.TakeLast(256).ToArray(), CheckpointStep = checkpointStep, Error = error, ValLoss = valLoss,
         ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4, Silo = RuntimeIdentity,
     };
 
-    public Task<WeightsManifest?> GetWeightsManifestAsync(int v) =>
-        Task.FromResult(server is null || v != version ? null : new WeightsManifest(version, weights.Length, Chunking.CountOf(weights.Length)));
+    public Task<WeightsManifest?> GetWeightsManifestAsync(int v, bool full)
+    {
+        if (server is null || v != version) return Task.FromResult<WeightsManifest?>(null);
+        if (server.Outer is not { } outer) return Task.FromResult<WeightsManifest?>(new(version, weights.Length, Chunking.CountOf(weights.Length)));
+        if (!full) return Task.FromResult<WeightsManifest?>(new(version, weights.Length, Chunking.CountOf(weights.Length), outer.Lineage, outer.DeltaFrom, outer.SeedInitialized));
+        if (committing) return Task.FromResult<WeightsManifest?>(null); // the replica view is changing
+        fullWeights ??= server.FullWeights();
+        return Task.FromResult<WeightsManifest?>(new(version, fullWeights.Length, Chunking.CountOf(fullWeights.Length), outer.Lineage));
+    }
 
-    public Task<byte[]?> GetWeightsChunkAsync(int v, int index) =>
-        Task.FromResult(server is null || v != version ? null : Chunking.Slice(weights, index));
+    public Task<byte[]?> GetWeightsChunkAsync(int v, int index, bool full) =>
+        Task.FromResult(server is null || v != version ? null
+            : full && server.Outer is not null ? (fullWeights is null || committing ? null : Chunking.Slice(fullWeights, index))
+            : Chunking.Slice(weights, index));
 
     public Task<byte[]?> GetEmbeddingRowsAsync(int v, int[] rows)
     {
@@ -129,7 +139,7 @@ public sealed class ParameterServerGrain(
         parts[chunk.Index] = chunk.Bytes;
         if (parts.All(p => p is not null))
         {
-            arrived[chunk.WorkerIndex] = new Contribution(Chunking.Join(parts), chunk.Loss, chunk.BytesDown, chunk.BytesUp);
+            arrived[chunk.WorkerIndex] = new Contribution(Chunking.Join(parts), chunk.Loss, chunk.BytesDown, chunk.BytesUp, chunk.StepLosses);
             assembling.Remove(chunk.WorkerIndex);
             if (arrived.Count >= spec.Workers) StartCommit();
         }
@@ -166,25 +176,33 @@ public sealed class ParameterServerGrain(
         {
             var contributions = arrived.OrderBy(kv => kv.Key).Select(kv => kv.Value).ToList();
             int step = version;
+            // A commit covers one step, or a round of up to SyncEvery local steps in low-communication mode.
+            int covered = Math.Min(spec!.SyncEvery, options.Steps - step), next = step + covered;
+            bool last = next == options.Steps;
+            bool checkpoint = last || (options.CheckpointEvery > 0 && next / options.CheckpointEvery > step / options.CheckpointEvery);
+            var packets = contributions.Select(c => c.Packet).ToList();
             var (lr, wd) = TwoStageSchedule.At(options, step);
-            bool checkpoint = step + 1 == options.Steps || (options.CheckpointEvery > 0 && (step + 1) % options.CheckpointEvery == 0);
-            bool last = step + 1 == options.Steps;
-            float scale = (float)spec!.Workers / contributions.Count; // workers send gradients pre-divided by the full count
-            var result = await Task.Run(() => server!.Apply(contributions.Select(c => c.Packet).ToList(), scale, lr, wd, checkpoint, last));
-            double ms = Stopwatch.GetElapsedTime(lastCommitTimestamp).TotalMilliseconds;
+            float scale = (float)spec.Workers / contributions.Count; // workers send gradients pre-divided by the full count
+            var result = spec.SyncEvery > 1
+                ? await Task.Run(() => server!.ApplyOuter(packets, step, next, checkpoint, last))
+                : await Task.Run(() => server!.Apply(packets, scale, lr, wd, checkpoint, last));
+            double ms = Stopwatch.GetElapsedTime(lastCommitTimestamp).TotalMilliseconds / covered;
             lastCommitTimestamp = Stopwatch.GetTimestamp();
             long tokens = (long)contributions.Count * spec.MicroBatchesPerWorker * spec.BatchSize * spec.SequenceLength;
-            double loss = contributions.Average(c => c.Loss);
-            var metric = new StepMetric(step + 1, loss, tokens / (ms / 1000), (long)contributions.Average(c => c.BytesUp),
-                                        (long)contributions.Average(c => c.BytesDown), contributions.Count, ms, lr);
-            (weights, embedding) = (result.Weights, result.Embedding);
-            version = step + 1;
+            // Traffic of a round is reported per local step, so that figures compare with synchronous steps.
+            long up = (long)contributions.Average(c => c.BytesUp) / covered, down = (long)contributions.Average(c => c.BytesDown) / covered;
+            for (int i = 0; i < covered; i++)
+            {
+                double loss = contributions.Average(c => c.StepLosses is { } l && l.Length == covered ? l[i] : c.Loss);
+                recent.Add(new StepMetric(step + i + 1, loss, tokens / (ms / 1000), up, down, contributions.Count, ms, TwoStageSchedule.At(options, step + i).LearningRate));
+                if (!double.IsFinite(loss)) error = $"loss became {loss} at step {step + i + 1}; lower the learning rate ({options.LearningRate})";
+            }
+            (weights, embedding, fullWeights) = (result.Weights, result.Embedding, null);
+            version = next;
             arrived.Clear();
             assembling.Clear();
-            recent.Add(metric);
             if (recent.Count > 256) recent.RemoveRange(0, recent.Count - 256);
             if (result.ValLoss is { } v) valLoss = v;
-            if (!double.IsFinite(loss)) error = $"loss became {loss} at step {version}; lower the learning rate ({options.LearningRate})";
             committing = false;
             if (result.Snapshot is { } snapshot) await WriteCheckpointAsync(snapshot);
         }
@@ -233,6 +251,8 @@ public sealed class ParameterServerGrain(
 
         public byte[] Weights { get; private set; } = [];
         public float[] Embedding { get; private set; } = [];
+        /// <summary>The low-communication (DiLoCo) outer optimizer; null in synchronous mode.</summary>
+        public OuterOptimizer? Outer { get; private set; }
 
         ServerModel(ModelConfig config, TrainingOptions options, JobSpec spec, Duck.Core.Data.TokenShard validation, Duck.Core.Data.TokenShard shard0)
         {
@@ -252,16 +272,43 @@ public sealed class ParameterServerGrain(
                 var weights = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.ModelFile], $"{latest.Name}/{Trainer.ModelFile}");
                 ModelWeights.Load(s.model, weights.Tensors, $"{latest.Name}/{Trainer.ModelFile}");
                 var opt = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.OptimizerFile], $"{latest.Name}/{Trainer.OptimizerFile}");
-                var state = opt.Tensors.ToDictionary(t => t.Name, t => tensor(t.Data, t.Shape));
-                try { s.optimizer.LoadState(state, latest.Manifest.Step); }
-                finally { foreach (var t in state.Values) t.Dispose(); }
+                if (spec.SyncEvery > 1)
+                    s.Outer = new OuterOptimizer(s.model, seedInitialized: false, opt.Tensors.Where(t => t.Name.StartsWith(OuterOptimizer.MomentumPrefix))
+                        .ToDictionary(t => t.Name[OuterOptimizer.MomentumPrefix.Length..], t => t.Data));
+                else
+                {
+                    var state = opt.Tensors.ToDictionary(t => t.Name, t => tensor(t.Data, t.Shape));
+                    try { s.optimizer.LoadState(state, latest.Manifest.Step); }
+                    finally { foreach (var t in state.Values) t.Dispose(); }
+                }
             }
+            else if (spec.SyncEvery > 1) s.Outer = new OuterOptimizer(s.model, seedInitialized: true, null);
             s.Publish();
             return s;
         }
 
+        /// <summary>The fp32 weights workers start a round from (low-communication mode), for a worker that missed a delta.</summary>
+        public byte[] FullWeights() => Outer!.Full(model);
+
+        /// <summary>Low-communication round <paramref name="from"/>..<paramref name="to"/>: the outer step on the averaged deltas.</summary>
+        public (byte[] Weights, float[] Embedding, Snapshot? Snapshot, double? ValLoss) ApplyOuter(
+            IReadOnlyList<byte[]> packets, int from, int to, bool checkpoint, bool last)
+        {
+            foreach (var sum in sums.Values) Array.Clear(sum);
+            foreach (var packet in packets) ModelExchange.Accumulate(packet, sums);
+            ulong seed = Duck.Core.Data.SplitMix64.Mix((ulong)spec.Seed ^ ((ulong)from << 20) ^ 0xD0D0UL);
+            Outer!.Step(model, sums, packets.Count, spec.OuterLearningRate, spec.OuterMomentum, spec.Compression, from, seed);
+            Weights = Outer.Delta;
+            var snapshot = checkpoint ? Snapshot(to) : null;
+            double? val = last && spec.EvalBatches > 0
+                ? Trainer.Evaluate(model, new ShardValidation(validation), options.BatchSize, options.SequenceLength, spec.EvalBatches)
+                : null;
+            return (Weights, Embedding, snapshot, val);
+        }
+
         void Publish()
         {
+            if (Outer is not null) { Weights = Outer.Delta; return; }
             Weights = ModelExchange.PackWeights(model, ternaryNames);
             Embedding = ModelExchange.EmbeddingByRows(model.Config)
                 ? model.named_parameters().First(p => p.name == TensorNames.Embedding).parameter.data<float>().ToArray() : [];
@@ -298,7 +345,9 @@ public sealed class ParameterServerGrain(
             {
                 [Trainer.ModelFile] = ModelWeights.ToSafetensors(ModelWeights.Export(model),
                     new Dictionary<string, string> { ["duck.config"] = JsonSerializer.Serialize(model.Config) }),
-                [Trainer.OptimizerFile] = ModelWeights.ToSafetensors(optimizer.State().Select(s => ModelWeights.ToNamed(s.Name, s.Value))),
+                [Trainer.OptimizerFile] = Outer is null
+                    ? ModelWeights.ToSafetensors(optimizer.State().Select(s => ModelWeights.ToNamed(s.Name, s.Value)))
+                    : ModelWeights.ToSafetensors(Outer.State().Select(s => new NamedTensor(s.Name, new long[] { s.Values.Length }, s.Values))),
             };
             var cursor = new WorkerCursor(shard0, spec with { SharedData = true }, 0).CursorAt(JobData.BatchIndex(spec with { SharedData = true }, step, 0, 0));
             var manifest = new CheckpointManifest
@@ -309,7 +358,7 @@ public sealed class ParameterServerGrain(
                 Training = (JsonObject)JsonSerializer.SerializeToNode(options)!,
                 State = new JsonObject
                 {
-                    ["data"] = JsonSerializer.SerializeToNode(cursor), ["optimizer_steps"] = optimizer.StepCount,
+                    ["data"] = JsonSerializer.SerializeToNode(cursor), ["optimizer_steps"] = Outer is null ? optimizer.StepCount : step,
                     ["cluster"] = JsonSerializer.SerializeToNode(spec),
                 },
                 CreatedUtc = DateTimeOffset.UtcNow,

@@ -195,7 +195,7 @@ public sealed class TrainingJobGrain(
     void Drive(JobSpec spec, ParameterServerStatus ps)
     {
         var elapsed = DateTime.UtcNow - dispatchedAt;
-        var timeout = TimeSpan.FromSeconds(spec.StepTimeoutSeconds);
+        var timeout = TimeSpan.FromSeconds(spec.StepTimeoutSeconds * spec.SyncEvery);
         if (dispatchedStep != ps.Version) Order(spec, ps.Version);
         else if (elapsed > timeout)
         {

@@ -20,7 +20,8 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     bool running;
     int busyStep = -1, lastStep = -1;
     byte[]? lastPacket;
-    (double Loss, long BytesDown) lastFigures;
+    (double Loss, long BytesDown, double[]? StepLosses) lastFigures;
+    LocalReplica? local;
     string? lastError;
 
     public Task ComputeAsync(StepOrder order)
@@ -40,6 +41,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
     {
         replica?.Dispose();
+        local?.Dispose();
         return Task.CompletedTask;
     }
 
@@ -69,11 +71,13 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         var ps = GrainFactory.GetGrain<IParameterServerGrain>(order.JobId);
         if (order.Step == lastStep && order.Spec == spec && lastPacket is not null)
         {
-            await PushAsync(ps, order.Step, lastPacket, lastFigures.Loss, lastFigures.BytesDown); // a retry: same gradient, residual untouched
+            await PushAsync(ps, order.Step, lastPacket, lastFigures); // a retry: same gradient, residual untouched
             return;
         }
         if (spec != order.Spec || index != order.WorkerIndex || replica is null)
         {
+            local?.Dispose();
+            local = null;
             var s = order.Spec;
             var shard = JobData.OpenTrainShard(s.DataFolder, s.SharedData ? 0 : order.WorkerIndex);
             replica?.Dispose();
@@ -86,16 +90,18 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             (spec, index, cursor) = (s, order.WorkerIndex, new WorkerCursor(shard, s, order.WorkerIndex));
             residuals.Clear();
         }
+        if (order.Spec.SyncEvery > 1)
+        {
+            await RoundAsync(ps, order);
+            return;
+        }
         var batches = cursor!.ForStep(order.Step);
         int[] rows = ModelExchange.EmbeddingByRows(replica.Config)
             ? batches.SelectMany(b => b.Inputs).Select(t => (int)t).Distinct().Order().ToArray() : [];
 
-        var manifest = await ps.GetWeightsManifestAsync(order.Step);
+        var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
         if (manifest is null) return; // the server moved on or went back; the job sends a new order
-        var chunks = new byte[]?[manifest.Chunks];
-        for (int i = 0; i < chunks.Length; i++)
-            if ((chunks[i] = await ps.GetWeightsChunkAsync(order.Step, i)) is null) return;
-        var weights = Chunking.Join(chunks);
+        if (await FetchAsync(ps, manifest, full: false) is not { } weights) return;
         var rowParts = new List<byte[]>();
         foreach (var group in rows.Chunk(Payloads.MaxRowsPerCall))
         {
@@ -108,15 +114,48 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
 
         var (model, s2, worker, step) = (replica, spec!, index, order.Step);
         var (packet, loss) = await Task.Run(() => Compute(model, s2, worker, step, batches, weights, rows, rowBytes, residuals));
-        (lastStep, lastPacket, lastFigures) = (step, packet, (loss, bytesDown));
-        await PushAsync(ps, step, packet, loss, bytesDown);
+        (lastStep, lastPacket, lastFigures) = (step, packet, (loss, bytesDown, null));
+        await PushAsync(ps, step, packet, lastFigures);
     }
 
-    async Task PushAsync(IParameterServerGrain ps, int step, byte[] packet, double loss, long bytesDown)
+    /// <summary>Low-communication round: bring the replica view to the server's version (seed, delta or full weights),
+    /// take up to SyncEvery local AdamW steps, push the encoded weight delta with the loss of every local step.</summary>
+    async Task RoundAsync(IParameterServerGrain ps, StepOrder order)
+    {
+        local ??= await Task.Run(() => new LocalReplica(order.Spec));
+        var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
+        if (manifest is null) return;
+        bool full = !local.CanFollow(manifest);
+        if (full && (manifest = await ps.GetWeightsManifestAsync(order.Step, full: true)) is null) return;
+        byte[]? packet = manifest.SeedInitialized && !full ? [] : await FetchAsync(ps, manifest, full);
+        if (packet is null) return;
+        var replicaView = local;
+        await Task.Run(() => replicaView.Follow(manifest, packet, full));
+
+        var s = spec!;
+        var options = JobData.Options(s);
+        int n = Math.Min(s.SyncEvery, s.Steps - order.Step);
+        var steps = Enumerable.Range(order.Step, n).Select(t => cursor!.ForStep(t)).ToArray();
+        var schedule = Enumerable.Range(order.Step, n).Select(t => TwoStageSchedule.At(options, t)).ToArray();
+        ulong seed = SplitMix64.Mix((ulong)s.Seed ^ ((ulong)order.Step << 20) ^ (ulong)index);
+        var (delta, losses) = await Task.Run(() => replicaView.Run(steps, schedule, s.GradClip, s.Compression, seed));
+        (lastStep, lastPacket, lastFigures) = (order.Step, delta, (losses.Average(), packet.Length, losses));
+        await PushAsync(ps, order.Step, delta, lastFigures);
+    }
+
+    async Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full)
+    {
+        var chunks = new byte[]?[manifest.Chunks];
+        for (int i = 0; i < chunks.Length; i++)
+            if ((chunks[i] = await ps.GetWeightsChunkAsync(manifest.Version, i, full)) is null) return null;
+        return Chunking.Join(chunks);
+    }
+
+    async Task PushAsync(IParameterServerGrain ps, int step, byte[] packet, (double Loss, long BytesDown, double[]? StepLosses) figures)
     {
         int count = Chunking.CountOf(packet.Length);
         for (int i = 0; i < count; i++)
-            if (!await ps.PushGradientAsync(new GradientChunk(step, index, i, count, Chunking.Slice(packet, i), loss, bytesDown, packet.Length)))
+            if (!await ps.PushGradientAsync(new GradientChunk(step, index, i, count, Chunking.Slice(packet, i), figures.Loss, figures.BytesDown, packet.Length, figures.StepLosses)))
                 return;
     }
 

@@ -15,7 +15,7 @@ public sealed class TwoSiloCluster : IAsyncLifetime
     public async Task DisposeAsync() => await Cluster.DisposeAsync();
 }
 
-public class TrainingJobTests(TwoSiloCluster fixture) : IClassFixture<TwoSiloCluster>
+public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<TwoSiloCluster>
 {
     IClusterClient Client => fixture.Cluster.Client;
 
@@ -72,6 +72,33 @@ public class TrainingJobTests(TwoSiloCluster fixture) : IClassFixture<TwoSiloClu
         Assert.Equal(20, history.Count);
         for (int i = 0; i < 20; i++)
             Assert.True(Math.Abs(history[i].Loss - losses[i]) <= 1e-4, $"step {i + 1}: cluster {history[i].Loss:F6}, trainer {losses[i]:F6}; all: " + string.Join(" ", history.Zip(losses, (a, b) => $"{a.Loss - b:E1}")));
+    }
+
+    [Fact]
+    public async Task Submit_SyncEvery4_LossFallsWithAboutAQuarterOfSynchronousTrafficPerStep()
+    {
+        var synchronous = TestData.Job(fixture.DataFolder, steps: 4, GradientCompression.Ternary) with { CheckpointEvery = 0 };
+        var diloco = TestData.Job(fixture.DataFolder, steps: 16, GradientCompression.Ternary) with { SyncEvery = 4, CheckpointEvery = 8 };
+
+        await Client.GetGrain<ITrainingJobGrain>("sync-reference").SubmitAsync(synchronous);
+        await TestClusters.WaitAsync(Client, "sync-reference", TimeSpan.FromSeconds(60));
+        await Client.GetGrain<ITrainingJobGrain>("diloco").SubmitAsync(diloco);
+        var done = await TestClusters.WaitAsync(Client, "diloco", TimeSpan.FromSeconds(120));
+        var reference = await Client.GetGrain<ITrainingJobGrain>("sync-reference").GetHistoryAsync(0, 100);
+        var history = await Client.GetGrain<ITrainingJobGrain>("diloco").GetHistoryAsync(0, 100);
+
+        Assert.True(done.State == JobState.Completed, done.Reason);
+        Assert.Equal(Enumerable.Range(1, 16), history.Select(m => m.Step));
+        Assert.True(history.TakeLast(4).Average(m => m.Loss) < history.Take(4).Average(m => m.Loss) - 0.1,
+            string.Join(", ", history.Select(m => m.Loss.ToString("F3"))));
+        // Rounds after the first (which starts from the seed and downloads nothing) against synchronous steps.
+        double perStep = history.Skip(4).Average(m => (double)(m.BytesUpPerWorker + m.BytesDownPerWorker));
+        double synchronousPerStep = reference.Average(m => (double)(m.BytesUpPerWorker + m.BytesDownPerWorker));
+        output.WriteLine($"bytes per worker per step: synchronous {synchronousPerStep:N0}, sync-every 4 {perStep:N0} ({perStep / synchronousPerStep:F3}x); " +
+                         $"losses {string.Join(" ", history.Select(m => m.Loss.ToString("F3")))}");
+        Assert.InRange(perStep / synchronousPerStep, 0.15, 0.35);
+        var latest = await new CheckpointManager(CheckpointStores.Open(diloco.CheckpointStore)).LoadLatestAsync();
+        Assert.Equal(16, latest!.Manifest.Step);
     }
 
     [Fact]

@@ -1,0 +1,187 @@
+// Low-communication training (DiLoCo, Douillard et al. 2023, arXiv:2311.08105): each worker takes H local AdamW
+// steps from the global weights and sends its weight delta (the "outer gradient"); the parameter server averages the
+// deltas and takes an outer Nesterov-momentum SGD step. Weights travel down as deltas too, against a copy of what the
+// workers hold that the server tracks, so both directions are compressed and what was not sent is sent next round
+// (error feedback by construction). Not the grains: WorkerGrain and ParameterServerGrain drive these.
+using Duck.Core.Data;
+using Duck.Model;
+using static TorchSharp.torch;
+
+namespace Duck.Grains;
+
+/// <summary>Dense per-tensor fp32 copies of a model's parameters, and their packing.</summary>
+static class DenseWeights
+{
+    public static Dictionary<string, float[]> Copy(DuckTransformer model)
+    {
+        using var noGrad = no_grad();
+        return model.named_parameters().ToDictionary(p => p.name, p => { using var c = p.parameter.detach().contiguous(); return c.data<float>().ToArray(); });
+    }
+
+    /// <summary>Writes <paramref name="values"/> into the model's parameters.</summary>
+    public static void Load(DuckTransformer model, Dictionary<string, float[]> values)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            using var t = tensor(values[name], p.shape);
+            p.copy_(t);
+        }
+    }
+
+    public static (long Rows, long Columns) Shape(Tensor p)
+    {
+        long rows = p.dim() >= 2 ? p.shape[0] : 1;
+        return (rows, p.numel() / rows);
+    }
+
+    /// <summary>Every tensor of <paramref name="values"/> in <paramref name="compression"/>; ternary uses and updates
+    /// <paramref name="residuals"/> (null: no error feedback kept).</summary>
+    public static byte[] Encode(DuckTransformer shapes, Dictionary<string, float[]> values, GradientCompression compression,
+                                Dictionary<string, float[]>? residuals, ulong seed)
+    {
+        var packet = new TensorPacketWriter();
+        var rng = new SplitMix64(seed);
+        foreach (var (name, p) in shapes.named_parameters())
+        {
+            var (rows, columns) = Shape(p);
+            float[]? residual = null;
+            if (residuals is not null && compression == GradientCompression.Ternary && !residuals.TryGetValue(name, out residual))
+                residuals[name] = residual = new float[values[name].Length];
+            ModelExchange.WriteEncoded(packet, name, rows, columns, values[name], null, compression, residual, ref rng);
+        }
+        return packet.ToArray();
+    }
+}
+
+/// <summary>The server half: the replica view (what up-to-date workers hold), the outer momentum, and the downlink delta.</summary>
+public sealed class OuterOptimizer
+{
+    readonly Dictionary<string, float[]> replica;
+    readonly Dictionary<string, float[]> momentum;
+
+    /// <summary>Changes whenever the replica view is rebuilt (a new server activation or a reload): deltas only apply within one lineage.</summary>
+    public string Lineage { get; } = Guid.NewGuid().ToString("N");
+    /// <summary>The version <see cref="Delta"/> applies to (-1: none, workers fetch the full weights).</summary>
+    public int DeltaFrom { get; private set; } = -1;
+    /// <summary>The packet taking the replica view from <see cref="DeltaFrom"/> to the current version.</summary>
+    public byte[] Delta { get; private set; } = [];
+    /// <summary>True while the replica view is the seed's initialization (workers build it themselves).</summary>
+    public bool SeedInitialized { get; private set; }
+
+    public OuterOptimizer(DuckTransformer model, bool seedInitialized, IReadOnlyDictionary<string, float[]>? savedMomentum)
+    {
+        replica = DenseWeights.Copy(model);
+        momentum = replica.ToDictionary(kv => kv.Key, kv => savedMomentum?.GetValueOrDefault(kv.Key)?.ToArray() ?? new float[kv.Value.Length]);
+        SeedInitialized = seedInitialized;
+    }
+
+    /// <summary>The momentum buffers by name (checkpointed as "outer_momentum.{name}").</summary>
+    public IEnumerable<(string Name, float[] Values)> State() => momentum.Select(kv => ($"{MomentumPrefix}{kv.Key}", kv.Value));
+
+    public const string MomentumPrefix = "outer_momentum.";
+
+    /// <summary>
+    /// Outer Nesterov SGD on the mean delta g = <paramref name="deltaSum"/> / <paramref name="count"/> (deltas are
+    /// start − end, so they point like gradients): m = μm + g; θ −= lr·(g + μm). Then publishes the downlink delta
+    /// θ − replica in <paramref name="compression"/> and adds its decoded values to the replica view.
+    /// </summary>
+    public void Step(DuckTransformer model, Dictionary<string, float[]> deltaSum, int count, double learningRate, double mu,
+                     GradientCompression compression, int fromVersion, ulong seed)
+    {
+        var theta = DenseWeights.Copy(model);
+        float inv = 1f / count, lr = (float)learningRate, m0 = (float)mu;
+        var down = new Dictionary<string, float[]>();
+        foreach (var (name, w) in theta)
+        {
+            float[] g = deltaSum[name], m = momentum[name], r = replica[name], d = new float[w.Length];
+            for (int i = 0; i < w.Length; i++)
+            {
+                float gi = g[i] * inv;
+                m[i] = m0 * m[i] + gi;
+                w[i] -= lr * (gi + m0 * m[i]);
+                d[i] = w[i] - r[i];
+            }
+            down[name] = d;
+        }
+        DenseWeights.Load(model, theta);
+        Delta = DenseWeights.Encode(model, down, compression, residuals: null, seed);
+        ModelExchange.Accumulate(Delta, replica);
+        (DeltaFrom, SeedInitialized) = (fromVersion, false);
+    }
+
+    /// <summary>The replica view in fp32, for workers that cannot apply the delta.</summary>
+    public byte[] Full(DuckTransformer shapes) => DenseWeights.Encode(shapes, replica, GradientCompression.None, null, 0);
+}
+
+/// <summary>The worker half: a latent-weight model with its inner AdamW (kept across rounds), the replica view it
+/// starts every round from, and the residuals of its compressed deltas.</summary>
+public sealed class LocalReplica : IDisposable
+{
+    readonly DuckTransformer model;
+    readonly AdamW inner;
+    readonly Dictionary<string, float[]> start;
+    readonly Dictionary<string, float[]> residuals = new();
+
+    public string Lineage { get; private set; } = "";
+    /// <summary>The server version <see cref="start"/> holds (-1: the seed's initialization, not yet tied to a server).</summary>
+    public int Version { get; private set; } = -1;
+
+    public LocalReplica(JobSpec spec)
+    {
+        var options = JobData.Options(spec);
+        model = new DuckTransformer(JobData.Model(spec), spec.Seed);
+        inner = new AdamW(model.named_parameters(), options.Beta1, options.Beta2);
+        start = DenseWeights.Copy(model);
+    }
+
+    /// <summary>True when the delta of <paramref name="m"/> (or the seed's initialization) brings this replica to m.Version.</summary>
+    public bool CanFollow(WeightsManifest m) =>
+        (m.SeedInitialized && Version == -1) || (m.DeltaFrom >= 0 && m.Lineage == Lineage && m.DeltaFrom == Version);
+
+    /// <summary>Moves to <paramref name="m"/>.Version: the seed case needs no bytes, a delta is added, a full packet replaces.</summary>
+    public void Follow(WeightsManifest m, byte[] packet, bool full)
+    {
+        if (full)
+            TensorPacketReader.Read(packet, (name, _, _, _, values) =>
+            {
+                if (!start.TryGetValue(name, out var target) || target.Length != values.Length) throw new InvalidDataException($"weights '{name}' do not fit this model");
+                values.CopyTo(target, 0);
+            });
+        else if (!m.SeedInitialized) ModelExchange.Accumulate(packet, start);
+        (Lineage, Version) = (m.Lineage, m.Version);
+    }
+
+    /// <summary>One round: from the replica view, one AdamW step per entry of <paramref name="steps"/> (its micro-batches,
+    /// clipped at <paramref name="clip"/>), then the encoded delta start − end and the loss of every step.</summary>
+    public (byte[] Packet, double[] Losses) Run(IReadOnlyList<TokenBatch[]> steps, IReadOnlyList<(double Lr, double Wd)> schedule,
+                                                double clip, GradientCompression compression, ulong seed)
+    {
+        DenseWeights.Load(model, start);
+        model.train();
+        var losses = new double[steps.Count];
+        for (int s = 0; s < steps.Count; s++)
+        {
+            using var scope = NewDisposeScope();
+            inner.ZeroGrad();
+            foreach (var b in steps[s])
+            {
+                using var micro = NewDisposeScope();
+                var loss = model.Loss(tensor(b.Inputs, new long[] { b.BatchSize, b.SequenceLength }), tensor(b.Targets, new long[] { b.BatchSize, b.SequenceLength }));
+                (loss / steps[s].Length).backward();
+                losses[s] += loss.item<float>() / steps[s].Length;
+            }
+            if (clip > 0) nn.utils.clip_grad_norm_(model.parameters(), clip);
+            inner.Step(schedule[s].Lr, schedule[s].Wd);
+        }
+        var end = DenseWeights.Copy(model);
+        var delta = start.ToDictionary(kv => kv.Key, kv => { var d = new float[kv.Value.Length]; for (int i = 0; i < d.Length; i++) d[i] = kv.Value[i] - end[kv.Key][i]; return d; });
+        return (DenseWeights.Encode(model, delta, compression, residuals, seed), losses);
+    }
+
+    public void Dispose()
+    {
+        inner.Dispose();
+        model.Dispose();
+    }
+}
