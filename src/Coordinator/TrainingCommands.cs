@@ -65,7 +65,7 @@ public static class TrainingCommands
 
     static Command EvalCommand()
     {
-        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder or run folder", Required = true };
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder, run folder, or azure:CONTAINER[/PREFIX] (newest checkpoint there; needs DUCK_STORAGE_CONNECTION_STRING)", Required = true };
         var data = new Option<string?>("--data") { Description = "Token shard to evaluate (default: the validation shard of data/brown)" };
         var batches = new Option<int>("--batches") { Description = "At most this many batches of 8", DefaultValueFactory = _ => 200 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };

@@ -33,9 +33,17 @@ public static class TrainingRun
     public static TokenShard OpenValidationShard(DataManifest manifest, string folder) =>
         TokenShard.Open(Path.Combine(folder, manifest.Validation.File));
 
-    /// <summary>A checkpoint folder (holding manifest.json) or a run folder whose newest checkpoint is taken.</summary>
+    /// <summary>A checkpoint folder (holding manifest.json), a run folder whose newest checkpoint is taken, or the newest
+    /// checkpoint of an "azure:container[/prefix]" store (a cluster job run with --storage azure).</summary>
     public static async Task<LoadedCheckpoint> LoadCheckpointAsync(string path, CancellationToken ct)
     {
+        if (path.StartsWith("azure:", StringComparison.OrdinalIgnoreCase))
+        {
+            ICheckpointStore store;
+            try { store = CheckpointStores.Open(path); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
+            return await new CheckpointManager(store, keepLast: int.MaxValue).LoadLatestAsync(ct)
+                   ?? throw new UserErrorException($"no committed checkpoint in {store.Description}");
+        }
         string full = Path.GetFullPath(path);
         if (File.Exists(Path.Combine(full, CheckpointManager.ManifestFileName)))
         {
