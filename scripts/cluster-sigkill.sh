@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Real silo processes on loopback: starts a 3-silo local cluster, trains a tiny job, SIGKILLs a non-primary silo
 # mid-job and requires the job to complete anyway. Exits non-zero when it does not. Usage: scripts/cluster-sigkill.sh
+# About 2.5-3.5 min on 2 busy cores (the silos start one after another; a step of tiny with the full vocabulary takes
+# 2-4 s), hence not part of CI; docs/benchmarks.md has a measured run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -f data/brown/data.json ] || { echo "error: no prepared data in data/brown; run \`duck data prepare\` (or scripts/demo.sh) first" >&2; exit 1; }
 dotnet build src/Silo -v q -nologo >/dev/null
 dotnet build src/Coordinator -v q -nologo >/dev/null
 DUCK=src/Coordinator/bin/Debug/net10.0/duck
