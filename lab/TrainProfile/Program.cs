@@ -17,6 +17,21 @@ if (args[0] == "ops")
     Console.WriteLine($"ce: {T1(() => nn.functional.cross_entropy(L, randint(0, 50257, new long[] { 2048 })).Dispose()):F0} ms");
     return;
 }
+if (args[0] == "bitlinear")
+{
+    double T2(Action a) { a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < 3; i++) a(); return sw.Elapsed.TotalMilliseconds / 3; }
+    foreach (bool tern in new[] { false, true })
+    {
+        var lin = new BitLinear(768, 2048, tern, 0.02f);
+        var xin = randn(new long[] { 2048, 768 }, requires_grad: true);
+        Console.WriteLine($"{(tern ? "ternary" : "fp32")} fwd {T2(() => { using var s = NewDisposeScope(); lin.forward(xin); }):F1} ms, fwd+bwd {T2(() => { using var s = NewDisposeScope(); lin.forward(xin).sum().backward(); }):F1} ms");
+    }
+    var xx = randn(2048, 768);
+    Console.WriteLine($"act quant {T2(() => { using var s = NewDisposeScope(); BitQuant.Int8Activations(xx); }):F1} ms");
+    var ww = randn(2048, 768);
+    Console.WriteLine($"weight quant {T2(() => { using var s = NewDisposeScope(); BitQuant.TernaryWeights(ww); }):F1} ms");
+    return;
+}
 string preset = args[0]; int B = int.Parse(args[1]), T = int.Parse(args[2]); bool fp32 = args.Length > 3 && args[3] == "fp32";
 var cfg = ModelPresets.Get(preset) with { Ternary = !fp32 };
 using var model = new DuckTransformer(cfg);
