@@ -22,13 +22,7 @@ public static class InferenceCommands
         root.Subcommands.Add(ExportCommand());
         root.Subcommands.Add(ChatCommands.Chat());
         root.Subcommands.Add(TestCommand());
-        var bench = root.Subcommands.FirstOrDefault(c => c.Name == "bench");
-        if (bench is null)
-        {
-            bench = new Command("bench", "Benchmarks that print figures.");
-            root.Subcommands.Add(bench);
-        }
-        bench.Subcommands.Add(InferenceBench.Command());
+        BenchCommands.Group(root).Subcommands.Add(InferenceBench.Command());
     }
 
     static Command ExportCommand()
