@@ -32,9 +32,10 @@ if (args[0] == "bitlinear")
     Console.WriteLine($"weight quant {T2(() => { using var s = NewDisposeScope(); BitQuant.TernaryWeights(ww); }):F1} ms");
     return;
 }
-string preset = args[0]; int B = int.Parse(args[1]), T = int.Parse(args[2]); bool fp32 = args.Length > 3 && args[3] == "fp32";
+string preset = args[0]; int B = int.Parse(args[1]), T = int.Parse(args[2]); bool fp32 = args.Length > 3 && args[3] == "fp32"; // "prequant": ternary without the weight quantizer and its STE
 var cfg = ModelPresets.Get(preset) with { Ternary = !fp32 };
 using var model = new DuckTransformer(cfg);
+if (args.Length > 3 && args[3] == "prequant") model.SetPrequantizedWeights(true);
 var x = randint(0, cfg.VocabSize, new long[] { B, T }); var y = randint(0, cfg.VocabSize, new long[] { B, T });
 var opt = new AdamW(model.named_parameters());
 double Time(Action a, int n = 3) { a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < n; i++) a(); return sw.Elapsed.TotalMilliseconds / n; }
