@@ -33,29 +33,8 @@ public static class TrainingRun
     public static TokenShard OpenValidationShard(DataManifest manifest, string folder) =>
         TokenShard.Open(Path.Combine(folder, manifest.Validation.File));
 
-    /// <summary>A checkpoint folder (holding manifest.json), a run folder whose newest checkpoint is taken, or the newest
-    /// checkpoint of an "azure:container[/prefix]" store (a cluster job run with --storage azure).</summary>
-    public static async Task<LoadedCheckpoint> LoadCheckpointAsync(string path, CancellationToken ct)
-    {
-        if (path.StartsWith("azure:", StringComparison.OrdinalIgnoreCase))
-        {
-            ICheckpointStore store;
-            try { store = CheckpointStores.Open(path); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
-            return await new CheckpointManager(store, keepLast: int.MaxValue).LoadLatestAsync(ct)
-                   ?? throw new UserErrorException($"no committed checkpoint in {store.Description}");
-        }
-        string full = Path.GetFullPath(path);
-        if (File.Exists(Path.Combine(full, CheckpointManager.ManifestFileName)))
-        {
-            var parent = Path.GetDirectoryName(full)!;
-            return await new CheckpointManager(new FolderCheckpointStore(parent), keepLast: int.MaxValue)
-                .LoadAsync(Path.GetFileName(full), ct);
-        }
-        string root = Directory.Exists(Path.Combine(full, CheckpointFolder)) ? Path.Combine(full, CheckpointFolder) : full;
-        if (!Directory.Exists(root)) throw new UserErrorException($"checkpoint '{path}' does not exist");
-        return await new CheckpointManager(new FolderCheckpointStore(root), keepLast: int.MaxValue).LoadLatestAsync(ct)
-               ?? throw new UserErrorException($"no committed checkpoint in '{path}'");
-    }
+    /// <summary>A checkpoint folder, a run folder (its newest checkpoint) or "azure:container[/prefix]", verified.</summary>
+    public static Task<LoadedCheckpoint> LoadCheckpointAsync(string path, CancellationToken ct) => CheckpointLocator.LoadAsync(path, ct);
 
     /// <summary>Builds the model a checkpoint describes and loads its weights.</summary>
     public static DuckTransformer ModelFrom(LoadedCheckpoint checkpoint)

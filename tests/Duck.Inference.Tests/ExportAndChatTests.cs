@@ -16,23 +16,37 @@ public class ExportAndChatTests : IDisposable
 
     public void Dispose() { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
 
-    string MakeCheckpoint(ModelConfig config, string folder)
+    /// <summary>Saves a committed checkpoint (manifest with sizes and SHA-256) of random weights under dir/checkpoints.</summary>
+    string MakeCheckpoint(ModelConfig config, long step)
     {
-        Directory.CreateDirectory(folder);
         var tensors = TestModels.RandomTensors(config, 21);
-        using (var s = File.Create(Path.Combine(folder, "model.safetensors")))
-            Safetensors.Write(s, tensors.Select(kv => new NamedTensor(kv.Key, kv.Key.EndsWith("norm.weight") ? [kv.Value.Length] : [kv.Value.Length / (kv.Key.Contains("down") ? config.FfnDim : config.ModelDim), kv.Key.Contains("down") ? config.FfnDim : config.ModelDim], kv.Value)));
-        var manifest = $"{{\"format_version\":1,\"step\":5,\"model\":{JsonSerializer.Serialize(config)}}}";
-        File.WriteAllText(Path.Combine(folder, "manifest.json"), manifest);
-        return folder;
+        using var ms = new MemoryStream();
+        Safetensors.Write(ms, tensors.Select(kv => new NamedTensor(kv.Key, kv.Key.EndsWith("norm.weight") ? [kv.Value.Length] : [kv.Value.Length / (kv.Key.Contains("down") ? config.FfnDim : config.ModelDim), kv.Key.Contains("down") ? config.FfnDim : config.ModelDim], kv.Value)));
+        var manager = new CheckpointManager(new FolderCheckpointStore(Path.Combine(dir, "checkpoints")), keepLast: 10);
+        var manifest = new CheckpointManifest { Step = step, Model = (System.Text.Json.Nodes.JsonObject)JsonSerializer.SerializeToNode(config)! };
+        string name = manager.SaveAsync(manifest, new Dictionary<string, byte[]> { ["model.safetensors"] = ms.ToArray() }).GetAwaiter().GetResult();
+        return Path.Combine(dir, "checkpoints", name);
+    }
+
+    [Fact]
+    public void Read_CorruptedCheckpoint_IsRejectedNamingTheFile()
+    {
+        string folder = MakeCheckpoint(TestModels.Tiny(vocab: 1000), 3);
+        string model = Path.Combine(folder, "model.safetensors");
+        var bytes = File.ReadAllBytes(model);
+        bytes[^5] ^= 0x40;
+        File.WriteAllBytes(model, bytes);
+
+        var e = Assert.Throws<InvalidDataException>(() => CheckpointReader.Read(dir));
+        Assert.Contains("model.safetensors", e.Message);
     }
 
     [Fact]
     public void Export_FromRunFolder_LoadsNewestCheckpoint()
     {
         var config = TestModels.Tiny(vocab: 1000);
-        MakeCheckpoint(config with { NumLayers = 1 }, Path.Combine(dir, "checkpoints", "step-00000001"));
-        MakeCheckpoint(config, Path.Combine(dir, "checkpoints", "step-00000002"));
+        MakeCheckpoint(config with { NumLayers = 1 }, 1);
+        MakeCheckpoint(config, 2);
         var (read, tensors, folder) = CheckpointReader.Read(dir);
         Assert.EndsWith("step-00000002", folder);
         Assert.Equal(config, read);
