@@ -50,11 +50,17 @@ public static class InferenceCommands
                 var other => throw new UserErrorException($"--embedding must be q8_0, f16 or f32, got '{other}'"),
             };
             var clock = Stopwatch.StartNew();
-            var (config, tensors, folder) = CheckpointReader.Read(pr.GetValue(checkpoint)!);
+            var (config, tensors, loaded) = CheckpointReader.ReadWithManifest(pr.GetValue(checkpoint)!);
+            string folder = loaded.Name;
+            var extra = new Dictionary<string, string>();
+            if (CheckpointReader.FinetuneBase(loaded) is { } baseCheckpoint) extra[CheckpointReader.FinetuneBaseKey] = baseCheckpoint;
             string path = pr.GetValue(output)!;
             string tmp = path + ".tmp";
             await using (var stream = File.Create(tmp))
-                GgufExporter.Export(config, tensors, stream, new ExportOptions { TernaryType = type, EmbeddingType = embeddingType, LlamaCpp = pr.GetValue(llamaCpp) });
+                GgufExporter.Export(config, tensors, stream, new ExportOptions
+                {
+                    TernaryType = type, EmbeddingType = embeddingType, LlamaCpp = pr.GetValue(llamaCpp), ExtraMetadata = extra,
+                });
             File.Move(tmp, path, overwrite: true);
             long bytes = new FileInfo(path).Length;
             Console.WriteLine($"exported {folder} -> {path}: {bytes / 1e6:F1} MB, {type}, {clock.Elapsed.TotalSeconds:F1} s");

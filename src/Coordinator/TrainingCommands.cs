@@ -69,7 +69,8 @@ public static class TrainingCommands
         var data = new Option<string?>("--data") { Description = "Token shard to evaluate (default: the validation shard of data/brown)" };
         var batches = new Option<int>("--batches") { Description = "At most this many batches of 8", DefaultValueFactory = _ => 200 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
-        var cmd = new Command("eval", "Validation loss and perplexity of a checkpoint") { checkpoint, data, batches, json };
+        var cmd = new Command("eval", "Validation loss and perplexity of a checkpoint (duck eval persona: the persona evaluation)") { checkpoint, data, batches, json };
+        cmd.Subcommands.Add(PersonaEvalCommand.Command());
         cmd.SetAction(async (pr, ct) =>
         {
             var loaded = await TrainingRun.LoadCheckpointAsync(pr.GetValue(checkpoint)!, ct);

@@ -1,6 +1,7 @@
 // The Duck model, read from the leaves up: RMSNorm -> RoPE -> attention -> gated FFN -> block -> transformer.
 // The graph is llama.cpp's `bitnet` architecture (sub-norms before the output and down projections) so exported
 // models run there. Legend: B batch, T sequence, C model dim, H heads, D head dim, F FFN dim, V vocabulary.
+using Duck.Core.Persona;
 using Duck.Core.Model;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -189,7 +190,8 @@ public sealed class DuckTransformer : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var logits = forward(tokens);
-        var loss = nn.functional.cross_entropy(logits.view(-1, Config.VocabSize), targets.view(-1));
+        // Targets of SftSamples.IgnoreTarget (-100) are skipped: fine-tuning trains on the replies only.
+        var loss = nn.functional.cross_entropy(logits.view(-1, Config.VocabSize), targets.view(-1), ignore_index: SftSamples.IgnoreTarget);
         return loss.MoveToOuterDisposeScope();
     }
 }

@@ -34,6 +34,8 @@ public sealed class Trainer : IDisposable
 
     public DuckTransformer Model { get; }
     public int Step => step;
+    /// <summary>Saved in every checkpoint manifest's state beside the data cursor (e.g. what a fine-tune started from).</summary>
+    public JsonObject? RunState { get; init; }
 
     public Trainer(ModelConfig config, TrainingOptions options, IBatchSource train, IValidationSource? validation,
                    CheckpointManager? checkpoints, Action<TrainingEvent>? onEvent = null)
@@ -61,6 +63,17 @@ public sealed class Trainer : IDisposable
             throw new InvalidDataException($"checkpoint {latest.Name} holds a different model ({JsonSerializer.Serialize(saved)}) than this run ({JsonSerializer.Serialize(Model.Config)})");
         LoadState(latest);
         return true;
+    }
+
+    /// <summary>Starts from another run's weights (not its optimizer, step or data cursor): the base of a fine-tune.
+    /// Its model must match this one.</summary>
+    public void LoadWeights(LoadedCheckpoint checkpoint)
+    {
+        var saved = checkpoint.Manifest.Model.Deserialize<ModelConfig>();
+        if (saved != Model.Config)
+            throw new InvalidDataException($"checkpoint {checkpoint.Name} holds a different model ({JsonSerializer.Serialize(saved)}) than this run ({JsonSerializer.Serialize(Model.Config)})");
+        if (!checkpoint.Files.TryGetValue(ModelFile, out var bytes)) throw new InvalidDataException($"checkpoint {checkpoint.Name} has no {ModelFile}");
+        ModelWeights.Load(Model, Safetensors.Read(bytes, $"{checkpoint.Name}/{ModelFile}").Tensors, $"{checkpoint.Name}/{ModelFile}");
     }
 
     void LoadState(LoadedCheckpoint checkpoint)
@@ -167,7 +180,7 @@ public sealed class Trainer : IDisposable
             TokensSeen = tokensSeen,
             Model = (JsonObject)JsonSerializer.SerializeToNode(Model.Config)!,
             Training = (JsonObject)JsonSerializer.SerializeToNode(options)!,
-            State = new JsonObject { ["data"] = train.SaveState(), ["optimizer_steps"] = optimizer.StepCount },
+            State = new JsonObject { ["data"] = train.SaveState(), ["optimizer_steps"] = optimizer.StepCount, ["run"] = RunState?.DeepClone() },
             CreatedUtc = DateTimeOffset.UtcNow,
         };
         return await checkpoints.SaveAsync(manifest, files, ct);

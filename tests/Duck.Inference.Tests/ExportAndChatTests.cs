@@ -90,6 +90,8 @@ public class ExportAndChatTests : IDisposable
         Assert.Equal(50000, f.Get<string[]>("tokenizer.ggml.merges").Length);
         Assert.Equal("Ġ t", f.Get<string[]>("tokenizer.ggml.merges")[0]);
         Assert.Equal("gpt2", f.Get<string>("tokenizer.ggml.model"));
+        // The one chat template, in the Jinja form other runtimes read.
+        Assert.Equal(Duck.Core.Text.ChatFormat.JinjaTemplate, f.Get<string>("tokenizer.chat_template"));
         Assert.Equal(f.FileBytes, GgufExporter.EstimateFileBytes(config, GgmlType.TQ2_0));
     }
 

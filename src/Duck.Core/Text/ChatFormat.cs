@@ -21,6 +21,12 @@ public static class ChatFormat
     /// <summary>Text no message may contain, because it would be read as a marker or an end of turn.</summary>
     public static IReadOnlyList<string> ReservedText { get; } = ["<|system|>", "<|user|>", "<|assistant|>", EndOfTurnText];
 
+    /// <summary>The same template in the Jinja form GGUF files carry (tokenizer.chat_template), for other runtimes.</summary>
+    public const string JinjaTemplate =
+        "{% for message in messages %}{% if message['role'] == 'assistant' %}<|assistant|>\n{{ message['content'] | trim }}<|endoftext|>" +
+        "{% else %}<|{{ message['role'] }}|>\n{{ message['content'] | trim }}\n{% endif %}{% endfor %}" +
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
     /// <summary>Text that ends a reply when the model writes it instead of the end-of-turn token (it starts a new turn).</summary>
     public static IReadOnlyList<string> StopSequences { get; } = ["<|user|>", "<|assistant|>", "<|system|>"];
 

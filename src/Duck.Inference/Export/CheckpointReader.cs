@@ -13,10 +13,23 @@ public static class CheckpointReader
 {
     public const string ManifestFile = "manifest.json";
     public const string ModelFile = "model.safetensors";
+    /// <summary>GGUF metadata key naming the checkpoint a fine-tuned model started from (duck eval persona reads it).</summary>
+    public const string FinetuneBaseKey = "duck.finetune.base";
+
+    /// <summary>The base checkpoint recorded in a fine-tune checkpoint's manifest (state.run.base), or null.</summary>
+    public static string? FinetuneBase(LoadedCheckpoint checkpoint) =>
+        checkpoint.Manifest.State["run"]?["base"]?.GetValue<string>();
 
     /// <summary>Reads the config and the tensors of a checkpoint folder, a run folder (its newest checkpoint) or
     /// "azure:container[/prefix]", after verifying every file against the manifest's sizes and SHA-256.</summary>
     public static (ModelConfig Config, Dictionary<string, float[]> Tensors, string Folder) Read(string path)
+    {
+        var (config, tensors, checkpoint) = ReadWithManifest(path);
+        return (config, tensors, checkpoint.Name);
+    }
+
+    /// <summary>As <see cref="Read"/>, with the whole loaded checkpoint (its manifest says what run made it).</summary>
+    public static (ModelConfig Config, Dictionary<string, float[]> Tensors, LoadedCheckpoint Checkpoint) ReadWithManifest(string path)
     {
         var checkpoint = CheckpointLocator.LoadAsync(path).GetAwaiter().GetResult();
         string source = $"{path} ({checkpoint.Name})";
@@ -24,7 +37,7 @@ public static class CheckpointReader
         if (!checkpoint.Files.TryGetValue(ModelFile, out var bytes))
             throw new FileNotFoundException($"checkpoint {source} has no {ModelFile}");
         var (tensors, _) = Safetensors.Read(bytes, $"{source}/{ModelFile}");
-        return (config, tensors.ToDictionary(t => t.Name, t => t.Data), checkpoint.Name);
+        return (config, tensors.ToDictionary(t => t.Name, t => t.Data), checkpoint);
     }
 
     /// <summary>The ModelConfig under manifest.json's "model" key; accepts PascalCase, camelCase or snake_case names.</summary>

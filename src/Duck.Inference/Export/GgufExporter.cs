@@ -23,6 +23,8 @@ public sealed record ExportOptions
     public GgmlType EmbeddingType { get; init; } = GgmlType.Q8_0;
     /// <summary>Include the GPT-2 tokens and merges (tests may skip them for speed).</summary>
     public bool IncludeTokenizer { get; init; } = true;
+    /// <summary>More string metadata to write (e.g. duck.finetune.base: the checkpoint a fine-tune started from).</summary>
+    public IReadOnlyDictionary<string, string> ExtraMetadata { get; init; } = new Dictionary<string, string>();
 }
 
 /// <summary>Duck model → GGUF.</summary>
@@ -109,7 +111,9 @@ public static class GgufExporter
             m.Add(new("tokenizer.ggml.merges", vocab.Merges.ToArray()));
             m.Add(new("tokenizer.ggml.bos_token_id", (uint)Gpt2Tokenizer.EndOfText));
             m.Add(new("tokenizer.ggml.eos_token_id", (uint)Gpt2Tokenizer.EndOfText));
+            m.Add(new("tokenizer.chat_template", ChatFormat.JinjaTemplate));
         }
+        foreach (var (key, value) in o.ExtraMetadata) m.Add(new(key, value));
         return m;
     }
 
