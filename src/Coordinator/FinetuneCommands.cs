@@ -35,12 +35,13 @@ public static class FinetuneCommands
 
     public static void Register(RootCommand root) => root.Subcommands.Add(Command());
 
-    /// <summary>Fine-tuning defaults from the base run's options: the whole context per row, a gentler constant-ish
-    /// rate without weight decay, and evaluation on the full held-out set.</summary>
+    /// <summary>Fine-tuning defaults from the base run's options: the whole context per row, the rate of pretraining's
+    /// first stage without weight decay, and evaluation on the full held-out set. On mini (about 20 epochs of the
+    /// persona at a 0.15 mix) 240 steps at 2e-3 lowered the held-out reply loss by 37%; 150 at 1.5e-3 by 35%.</summary>
     public static TrainingOptions Defaults(TrainingOptions pretraining, ModelConfig model) => pretraining with
     {
-        Steps = 150, SequenceLength = Math.Min(model.ContextLength, 256), BatchSize = model.ModelDim <= 64 ? 8 : 16, GradAccumulation = 1,
-        LearningRate = 1.5e-3, SecondStageLearningRate = 1e-3, WarmupSteps = 10, WeightDecay = 0,
+        Steps = 240, SequenceLength = Math.Min(model.ContextLength, 256), BatchSize = model.ModelDim <= 64 ? 8 : 16, GradAccumulation = 1,
+        LearningRate = 2e-3, SecondStageLearningRate = 1e-3, WarmupSteps = 10, WeightDecay = 0,
         EvalEvery = 25, EvalBatches = 100, CheckpointEvery = 50,
     };
 
@@ -50,11 +51,11 @@ public static class FinetuneCommands
         var data = new Option<string>("--data") { Description = "Persona conversations (JSONL, OpenAI-style messages; see persona/README.md)", DefaultValueFactory = _ => DefaultPersonaFile };
         var valData = new Option<string?>("--val-data") { Description = "Held-out conversations for validation (default: DATA's .heldout.jsonl sibling when it exists)" };
         var pretrain = new Option<string>("--pretrain-data") { Description = "Prepared pretraining data mixed in so the model keeps its language", DefaultValueFactory = _ => Path.Combine("data", "brown") };
-        var mix = new Option<double>("--mix") { Description = "Share of rows that are pretraining text (0: none)", DefaultValueFactory = _ => 0.25 };
+        var mix = new Option<double>("--mix") { Description = "Share of rows that are pretraining text (0: none)", DefaultValueFactory = _ => 0.15 };
         var output = new Option<string?>("--out") { Description = "Run folder (default runs/<preset>-duck)" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the run folder's newest checkpoint" };
         var json = new Option<bool>("--json") { Description = "One JSON object per step/eval on stdout instead of a progress bar" };
-        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 150)" };
+        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 240)" };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per step" };
         var seed = new Option<long?>("--seed") { Description = "Seed for data order" };
