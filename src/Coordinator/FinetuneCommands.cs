@@ -78,13 +78,13 @@ public static class FinetuneCommands
             if (isResume)
             {
                 if (outDir is null) throw new UserErrorException("--resume needs --out, the fine-tune run folder to continue");
-                checkpoints = Checkpoints(outDir, 3);
-                var latest = await checkpoints.LoadLatestAsync(ct) ?? throw new UserErrorException($"nothing to resume: no checkpoint in '{outDir}'");
+                var latest = await Checkpoints(outDir, int.MaxValue).LoadLatestAsync(ct) ?? throw new UserErrorException($"nothing to resume: no checkpoint in '{outDir}'");
                 run = latest.Manifest.State["run"].Deserialize<FinetuneRunState>(SnakeCase)
                       ?? throw new UserErrorException($"'{outDir}' is not a fine-tune run (its checkpoint has no fine-tune state); use duck train --resume");
                 var saved = latest.Manifest.Training.Deserialize<TrainingOptions>()!;
                 options = saved with { Steps = pr.GetValue(steps) ?? saved.Steps };
                 model = latest.Manifest.Model.Deserialize<ModelConfig>()!;
+                checkpoints = Checkpoints(outDir, options.KeepCheckpoints);
                 if (Sha256(run.Data) != run.DataSha256)
                     throw new UserErrorException($"'{run.Data}' changed since this fine-tune started; start a new run (--out) instead of resuming");
                 RunFolder.TruncateMetrics(outDir, latest.Manifest.Step);
@@ -151,7 +151,16 @@ public static class FinetuneCommands
             using var trainer = new Trainer(model, options, new SftBatchSource(samples, options.BatchSize, options.SequenceLength, (ulong)options.Seed, pretrainShard, run.Mix),
                                             validation, checkpoints, progress.OnEvent)
             { RunState = (JsonObject)JsonSerializer.SerializeToNode(run, SnakeCase)! };
-            if (isResume) await trainer.TryResumeAsync(ct);
+            if (isResume)
+            {
+                await trainer.TryResumeAsync(ct);
+                if (trainer.Step >= options.Steps)
+                {
+                    if (asJson) Cli.WriteJson(new { @event = "done", steps = trainer.Step, out_dir = outDir, already_complete = true });
+                    else Console.WriteLine($"{outDir} is already complete at step {trainer.Step} (pass --steps N to continue further)");
+                    return 0;
+                }
+            }
             else
             {
                 trainer.LoadWeights(baseLoaded!);
