@@ -77,7 +77,6 @@ public static class SiloHosting
             });
             silo.AddDuckRole(role, new DuckSiloOptions { StateStore = o.StateStore, TorchThreads = o.TorchThreads });
         });
-        builder.AddDuckDrain();
         return builder;
     }
 

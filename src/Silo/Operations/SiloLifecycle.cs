@@ -25,12 +25,6 @@ public static partial class SiloLifecycle
         builder.Services.AddSingleton<SiloReadiness>();
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownTimeoutSeconds));
         builder.Services.AddHostedService<StoragePreflight>();
-        return builder;
-    }
-
-    /// <summary>The drain delay; call after UseOrleans, since hosted services stop in reverse order and this one must stop first.</summary>
-    public static WebApplicationBuilder AddDuckDrain(this WebApplicationBuilder builder)
-    {
         builder.Services.AddHostedService<DrainDelay>();
         return builder;
     }
@@ -82,11 +76,16 @@ public static partial class SiloLifecycle
             string clusterId, string serviceId, string stateStore, string siloName, string @namespace);
     }
 
-    sealed partial class DrainDelay(SiloHostOptions o, ILogger<DrainDelay> logger) : IHostedService
+    /// <summary>Waits in StoppingAsync, which runs before any hosted service (Kestrel, the silo) stops.</summary>
+    sealed partial class DrainDelay(SiloHostOptions o, ILogger<DrainDelay> logger) : IHostedLifecycleService
     {
+        public Task StartingAsync(CancellationToken ct) => Task.CompletedTask;
         public Task StartAsync(CancellationToken ct) => Task.CompletedTask;
+        public Task StartedAsync(CancellationToken ct) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
+        public Task StoppedAsync(CancellationToken ct) => Task.CompletedTask;
 
-        public async Task StopAsync(CancellationToken ct)
+        public async Task StoppingAsync(CancellationToken ct)
         {
             if (o.DrainDelaySeconds <= 0) return;
             LogDraining(logger, o.DrainDelaySeconds);

@@ -31,8 +31,8 @@ public static class SiloStartup
                 case SiloConfigurationException c:
                     message = c.Message.Replace(Environment.NewLine, Environment.NewLine + "error: ");
                     return true;
-                case IOException { InnerException: SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse } } io:
-                    message = $"an HTTP port is already in use ({io.Message}); change Duck:Silo:HttpPort";
+                case Microsoft.AspNetCore.Connections.AddressInUseException http:
+                    message = $"the HTTP port is already in use ({http.Message}); change Duck:Silo:HttpPort";
                     return true;
                 case SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse } s:
                     message = $"a silo or gateway port is already in use ({s.Message}); change Duck:Silo:SiloPort or Duck:Silo:GatewayPort";
