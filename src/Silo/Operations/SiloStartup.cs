@@ -31,6 +31,10 @@ public static class SiloStartup
                 case SiloConfigurationException c:
                     message = c.Message.Replace(Environment.NewLine, Environment.NewLine + "error: ");
                     return true;
+                case ArgumentException a when a.Message.Contains("Duck:"):
+                    // Other options records (the chat API's "Duck:Chat") name their key in an ArgumentException.
+                    message = a.Message;
+                    return true;
                 case Microsoft.AspNetCore.Connections.AddressInUseException http:
                     message = $"the HTTP port is already in use ({http.Message}); change Duck:Silo:HttpPort";
                     return true;
