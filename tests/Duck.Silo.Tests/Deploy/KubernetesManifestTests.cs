@@ -101,6 +101,19 @@ public class KubernetesManifestTests
     }
 
     [Fact]
+    public void Manifests_AgainstKubernetesSchemas_AreValid()
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("node") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(Repo.Root, "deploy", "k8s", "validate.mjs"));
+        using var node = System.Diagnostics.Process.Start(start)!;
+        string output = node.StandardOutput.ReadToEnd() + node.StandardError.ReadToEnd();
+        node.WaitForExit();
+
+        Assert.True(node.ExitCode == 0, output);
+        Assert.Contains($"{Objects.Count} objects valid", output);
+    }
+
+    [Fact]
     public void TrainJob_Command_UsesExistingOptionsAGatewayServiceAndTheDataClaim()
     {
         var job = OfKind("Job").Single();
