@@ -116,6 +116,13 @@ public sealed class LocalCluster : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
+        // DUCK_OPS_FIGURES=FILE keeps what an operator would have seen, for docs/benchmarks.md.
+        if (Environment.GetEnvironmentVariable("DUCK_OPS_FIGURES") is { Length: > 0 } figures && Silos.All(s => !s.HasExited))
+            File.WriteAllText(figures, System.Text.Json.JsonSerializer.Serialize(new
+            {
+                metrics_delay_s = MetricsDelaySeconds, dashboard_delay_s = DashboardDelaySeconds, steps = Final.Step, val_loss = Final.ValLoss,
+                rss_bytes = Silos.Select(s => s.ResidentBytes).ToArray(), roles = new[] { "both", "training", "inference" },
+            }));
         if (client is not null) { try { await client.StopAsync(); } catch (Exception) { } client.Dispose(); }
         foreach (var s in Silos) s.Dispose();
     }

@@ -20,6 +20,9 @@ public sealed partial class SiloProcess : IDisposable
     public HttpClient Http { get; }
     public string Output { get { lock (output) return output.ToString(); } }
     public bool HasExited => process.HasExited;
+    public int Pid => process.Id;
+    /// <summary>Resident memory now (VmRSS), in bytes.</summary>
+    public long ResidentBytes => long.Parse(File.ReadLines($"/proc/{process.Id}/status").First(l => l.StartsWith("VmRSS:")).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
     public int ExitCode => process.ExitCode;
 
     SiloProcess(Process process, int httpPort, int siloPort, int gatewayPort)
