@@ -19,6 +19,9 @@ public class TrainingPageTests(LocalCluster cluster) : IClassFixture<LocalCluste
         Assert.Contains(scrapes, s => LocalCluster.MetricLines(s, "duck_training_validation_loss").Any(v => v > 0 && v < 10));
         Assert.Contains(scrapes, s => LocalCluster.MetricLines(s, "duck_training_tokens_per_second").Any(v => v > 0));
         Assert.Contains(scrapes, s => s.Contains("orleans_catalog_activations"));
+        foreach (var name in new[] { "duck_training_step_time_milliseconds_bucket", "duck_training_step_sent_bytes", "duck_training_step_received_bytes",
+                     "duck_training_live_workers", "duck_training_checkpoint_age_seconds", "duck_training_worker_tokens_per_second" })
+            Assert.Contains(scrapes, s => s.Contains(name + "{"));
     }
 
     [Fact]
