@@ -13,13 +13,15 @@ public class SiloLifecycleTests
     public async Task Terminate_WhileDraining_ReadyFalseLiveTrueThenExit0()
     {
         using var silo = SiloProcess.Start(Directory.CreateTempSubdirectory("duck-silo-state-").FullName,
-            args: ["--Duck:Silo:DrainDelaySeconds=3", "--Duck:Silo:ShutdownTimeoutSeconds=15"]);
+            args: ["--Duck:Silo:DrainDelaySeconds=5", "--Duck:Silo:ShutdownTimeoutSeconds=15"]);
         await silo.WaitReadyAsync();
         Assert.Equal(HttpStatusCode.OK, await silo.StatusAsync("/health/live"));
 
         silo.Terminate();
-        await Task.Delay(700);
-        var readyWhileDraining = await silo.StatusAsync("/health/ready");
+        var signalled = System.Diagnostics.Stopwatch.StartNew();
+        HttpStatusCode readyWhileDraining;
+        do readyWhileDraining = await silo.StatusAsync("/health/ready");
+        while (readyWhileDraining == HttpStatusCode.OK && signalled.Elapsed < TimeSpan.FromSeconds(4));
         var liveWhileDraining = await silo.StatusAsync("/health/live");
         bool exited = silo.WaitForExit(TimeSpan.FromSeconds(20));
 

@@ -35,15 +35,16 @@ public sealed partial class SiloProcess : IDisposable
         process.BeginErrorReadLine();
     }
 
-    /// <summary>Starts a silo on fresh loopback ports (localhost clustering with <paramref name="primarySiloPort"/>, or itself as primary).</summary>
-    public static SiloProcess Start(string stateStore, int? primarySiloPort = null, IEnumerable<string>? args = null, IDictionary<string, string>? env = null)
+    /// <summary>Starts a silo on fresh loopback ports (localhost clustering with <paramref name="primarySiloPort"/>, or itself as primary);
+    /// a null <paramref name="stateStore"/> leaves Duck:Silo:StateStore to the environment.</summary>
+    public static SiloProcess Start(string? stateStore, int? primarySiloPort = null, IEnumerable<string>? args = null, IDictionary<string, string>? env = null)
     {
         int http = Repo.FreePort(), silo = Repo.FreePort(), gateway = Repo.FreePort();
         var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Repo.SiloDll);
         foreach (var (key, value) in new[] { ("HttpPort", http), ("SiloPort", silo), ("GatewayPort", gateway), ("PrimarySiloPort", primarySiloPort ?? silo), ("TorchThreads", 1) })
             start.ArgumentList.Add($"--Duck:Silo:{key}={value}");
-        start.ArgumentList.Add($"--Duck:Silo:StateStore={stateStore}");
+        if (stateStore is not null) start.ArgumentList.Add($"--Duck:Silo:StateStore={stateStore}");
         foreach (var a in args ?? []) start.ArgumentList.Add(a);
         start.Environment["DUCK_MALLOC_TUNING"] = "0";
         start.Environment["Logging__LogLevel__Default"] = "Warning";
