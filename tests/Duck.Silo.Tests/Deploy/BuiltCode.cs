@@ -39,7 +39,16 @@ static class BuiltCode
         {
             ["Duck:Silo"] = Describe(SiloType("SiloHostOptions")),
             ["Duck:Dashboard"] = Describe(SiloType("DuckDashboardOptions")),
+            // The chat API's section, by reflection once it is part of the silo; until then the keys the deployment
+            // files already carry for it (its API keys and model location).
+            ["Duck:Chat"] = SiloAssembly.Value.GetType("Duck.Silo.ChatApi.ChatApiOptions") is { } chat ? Describe(chat) : PendingChatKeys,
         });
+
+    static readonly IReadOnlyDictionary<string, (Type, object?)> PendingChatKeys = new Dictionary<string, (Type, object?)>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["ApiKeys"] = (typeof(string[]), null),
+        ["Models"] = (typeof(string), null),
+    };
 
     static IReadOnlyDictionary<string, (Type, object?)> Describe(Type options)
     {
