@@ -155,7 +155,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         DuckMetrics.WorkerTokensPerSecond.Record(tokensPerSecond, new("job", key[..Math.Max(0, key.LastIndexOf('/'))]), new("worker", index));
     }
 
-        async Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full)
+    async Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full)
     {
         var chunks = new byte[]?[manifest.Chunks];
         for (int i = 0; i < chunks.Length; i++)
