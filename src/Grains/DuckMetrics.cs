@@ -15,6 +15,7 @@ public static class DuckMetrics
 
     static readonly Meter Meter = new(MeterName, "1.0");
     static readonly ConcurrentDictionary<string, long> CheckpointTimestamps = new();
+    static readonly ConcurrentDictionary<string, (string State, int Step)> Jobs = new();
 
     /// <summary>Mean training loss of the newest committed step (nats/token).</summary>
     public static readonly Gauge<double> TrainingLoss = Meter.CreateGauge<double>("duck.training.loss", description: "Training loss of the newest committed step, nats per token");
@@ -47,7 +48,14 @@ public static class DuckMetrics
     static DuckMetrics()
     {
         Meter.CreateObservableGauge("duck.training.checkpoint_age", ObserveCheckpointAges, "s", "Seconds since the job's newest checkpoint on this silo");
+        Meter.CreateObservableGauge("duck.training.job_step", ObserveJobs, description: "Committed step of each job whose grain this silo hosted, tagged with its state");
     }
+
+    /// <summary>Notes a job's state and committed step (recorded by the job grain whenever it saves them).</summary>
+    public static void RecordJob(string jobId, JobState state, int step) => Jobs[jobId] = (state.ToString().ToLowerInvariant(), step);
+
+    static IEnumerable<Measurement<int>> ObserveJobs() =>
+        Jobs.Select(kv => new Measurement<int>(kv.Value.Step, new KeyValuePair<string, object?>("job", kv.Key), new KeyValuePair<string, object?>("state", kv.Value.State)));
 
     /// <summary>Records the figures of committed steps of <paramref name="jobId"/>, oldest first.</summary>
     public static void RecordSteps(string jobId, IEnumerable<StepMetric> committed)

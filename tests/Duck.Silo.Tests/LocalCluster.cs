@@ -20,7 +20,7 @@ public sealed class LocalCluster : IAsyncLifetime
     public const string JobId = "ops-tiny";
     public SiloProcess[] Silos { get; private set; } = [];
     public SiloProcess Inference => Silos[2];
-    /// <summary>Seconds from submission until a silo's /metrics carried the job's training loss.</summary>
+    /// <summary>Seconds from submission until a silo's /metrics carried the job (duck_training_job_step).</summary>
     public double MetricsDelaySeconds { get; private set; } = double.NaN;
     /// <summary>Seconds from submission until the dashboard listed a worker grain.</summary>
     public double DashboardDelaySeconds { get; private set; } = double.NaN;
@@ -67,7 +67,7 @@ public sealed class LocalCluster : IAsyncLifetime
     async Task<bool> AnyMetricsShowJobAsync()
     {
         foreach (var silo in Silos)
-            if (MetricLines(await silo.Http.GetStringAsync("/metrics"), "duck_training_loss").Any()) return true;
+            if (MetricLines(await silo.Http.GetStringAsync("/metrics"), "duck_training_job_step").Any()) return true;
         return false;
     }
 

@@ -17,6 +17,8 @@ public class TrainingPageTests(LocalCluster cluster) : IClassFixture<LocalCluste
         Assert.True(cluster.MetricsDelaySeconds < 15, $"job on /metrics after {cluster.MetricsDelaySeconds:F1} s");
         Assert.Equal(LocalCluster.Steps, scrapes.Sum(s => LocalCluster.MetricLines(s, "duck_training_steps_total").Sum()));
         Assert.Contains(scrapes, s => LocalCluster.MetricLines(s, "duck_training_validation_loss").Any(v => v > 0 && v < 10));
+        Assert.Contains(scrapes, s => s.Split('\n').Any(l => l.StartsWith("duck_training_job_step{") && l.Contains($"job=\"{LocalCluster.JobId}\"")
+                                                                && l.Contains("state=\"completed\"") && l.EndsWith($" {LocalCluster.Steps}")));
         Assert.Contains(scrapes, s => LocalCluster.MetricLines(s, "duck_training_tokens_per_second").Any(v => v > 0));
         Assert.Contains(scrapes, s => s.Contains("orleans_catalog_activations"));
         foreach (var name in new[] { "duck_training_step_time_milliseconds_bucket", "duck_training_step_sent_bytes", "duck_training_step_received_bytes",
