@@ -23,7 +23,12 @@ sealed class ClusterConnection(IHost host) : IAsyncDisposable
         builder.UseOrleansClient(client =>
         {
             client.UseStaticClustering(endpoint);
-            client.Configure<ClusterOptions>(o => { o.ClusterId = "duck"; o.ServiceId = "duck"; });
+            // The silos' defaults, or what a deployment sets for both (deploy/k8s, docker-compose.yml).
+            client.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = Environment.GetEnvironmentVariable("ORLEANS_CLUSTER_ID") is { Length: > 0 } cluster ? cluster : "duck";
+                o.ServiceId = Environment.GetEnvironmentVariable("ORLEANS_SERVICE_ID") is { Length: > 0 } service ? service : "duck";
+            });
         });
         var host = builder.Build();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);

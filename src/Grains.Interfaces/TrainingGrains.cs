@@ -142,13 +142,14 @@ public sealed record ParameterServerStatus
     [Id(9)] public string Silo { get; init; } = "";
 }
 
-/// <summary>A worker's view.</summary>
+/// <summary>A worker's view; <c>TokensPerSecond</c> is its forward/backward throughput in its newest step.</summary>
 [GenerateSerializer, Immutable]
 public sealed record WorkerStatus(
     [property: Id(0)] int LastStep,
     [property: Id(1)] bool Busy,
     [property: Id(2)] string Silo,
-    [property: Id(3)] string? LastError);
+    [property: Id(3)] string? LastError,
+    [property: Id(4)] double TokensPerSecond = 0);
 
 /// <summary>Limits of what one message carries.</summary>
 public static class Payloads

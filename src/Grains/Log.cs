@@ -1,4 +1,4 @@
-// The grains' log messages, source-generated ([LoggerMessage]). Not metrics: those go into job state.
+// The grains' log messages, source-generated ([LoggerMessage]). Not metrics: those go into job state and DuckMetrics.
 using Microsoft.Extensions.Logging;
 
 namespace Duck.Grains;

@@ -197,12 +197,17 @@ public sealed class ParameterServerGrain(
                 recent.Add(new StepMetric(step + i + 1, loss, tokens / (ms / 1000), up, down, contributions.Count, ms, TwoStageSchedule.At(options, step + i).LearningRate));
                 if (!double.IsFinite(loss)) error = $"loss became {loss} at step {step + i + 1}; lower the learning rate ({options.LearningRate})";
             }
+            DuckMetrics.RecordSteps(this.GetPrimaryKeyString(), recent.TakeLast(covered));
             (weights, embedding, fullWeights) = (result.Weights, result.Embedding, null);
             version = next;
             arrived.Clear();
             assembling.Clear();
             if (recent.Count > 256) recent.RemoveRange(0, recent.Count - 256);
-            if (result.ValLoss is { } v) valLoss = v;
+            if (result.ValLoss is { } v)
+            {
+                valLoss = v;
+                DuckMetrics.ValidationLoss.Record(v, new KeyValuePair<string, object?>("job", this.GetPrimaryKeyString()));
+            }
             committing = false;
             if (result.Snapshot is { } snapshot) await WriteCheckpointAsync(snapshot);
         }
@@ -229,6 +234,7 @@ public sealed class ParameterServerGrain(
         {
             string name = await checkpoints!.SaveAsync(snapshot.Manifest, snapshot.Files);
             checkpointStep = Math.Max(checkpointStep, snapshot.Step);
+            DuckMetrics.RecordCheckpoint(this.GetPrimaryKeyString());
             Log.Checkpointed(logger, this.GetPrimaryKeyString(), name, checkpoints.Store.Description);
         }
         catch (Exception e)

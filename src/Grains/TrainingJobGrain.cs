@@ -66,7 +66,7 @@ public sealed class TrainingJobGrain(
         {
             saved.State = S with { State = JobState.Failed, Reason = Message(e) };
         }
-        await saved.WriteStateAsync();
+        await SaveAsync();
         if (S.State == JobState.Running) StartDriver();
         return Status();
     }
@@ -96,7 +96,7 @@ public sealed class TrainingJobGrain(
         }
         catch (Exception e) { Log.CancelCheckpointFailed(logger, e, JobId); }
         saved.State = S with { State = JobState.Cancelled, Reason = $"cancelled at step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
-        await saved.WriteStateAsync();
+        await SaveAsync();
         return Status();
     }
 
@@ -110,7 +110,7 @@ public sealed class TrainingJobGrain(
             State = JobState.Running, Step = ps.Version, Reason = $"resumed from checkpoint step {ps.Version}",
             History = S.History.Where(m => m.Step <= ps.Version).ToList(), CheckpointStep = ps.CheckpointStep,
         };
-        await saved.WriteStateAsync();
+        await SaveAsync();
         serverActivation = ps.ActivationId;
         dispatchedStep = -1;
         StartDriver();
@@ -185,11 +185,11 @@ public sealed class TrainingJobGrain(
         {
             saved.State = S with { State = JobState.Completed, ValLoss = ps.ValLoss, Reason = S.Recoveries > 0 ? S.Reason : null };
             StopDriver();
-            await saved.WriteStateAsync();
+            await SaveAsync();
             return;
         }
         if (ps.Version < spec.Steps && !ps.Committing) Drive(spec, ps);
-        if (changed) await saved.WriteStateAsync();
+        if (changed) await SaveAsync();
     }
 
     void Drive(JobSpec spec, ParameterServerStatus ps)
@@ -234,7 +234,14 @@ public sealed class TrainingJobGrain(
         saved.State = S with { State = JobState.Failed, Reason = reason };
         StopDriver();
         Log.JobFailed(logger, JobId, reason);
-        await saved.WriteStateAsync();
+        await SaveAsync();
+    }
+
+    /// <summary>Writes the state; the Duck meter's job_step gauge follows it.</summary>
+    Task SaveAsync()
+    {
+        DuckMetrics.RecordJob(JobId, S.State, S.Step);
+        return saved.WriteStateAsync();
     }
 
     /// <summary>The key of worker <paramref name="index"/> of a job: "jobId/index" (placement reads the index).</summary>

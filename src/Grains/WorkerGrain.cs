@@ -23,6 +23,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     (double Loss, long BytesDown, double[]? StepLosses) lastFigures;
     LocalReplica? local;
     string? lastError;
+    double tokensPerSecond;
 
     public Task ComputeAsync(StepOrder order)
     {
@@ -36,7 +37,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         return Task.CompletedTask;
     }
 
-    public Task<WorkerStatus> GetStatusAsync() => Task.FromResult(new WorkerStatus(lastStep, running, RuntimeIdentity, lastError));
+    public Task<WorkerStatus> GetStatusAsync() => Task.FromResult(new WorkerStatus(lastStep, running, RuntimeIdentity, lastError, tokensPerSecond));
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
     {
@@ -113,7 +114,9 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         long bytesDown = weights.Length + rowBytes.Length + rows.Length * 4L;
 
         var (model, s2, worker, step) = (replica, spec!, index, order.Step);
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var (packet, loss) = await Task.Run(() => Compute(model, s2, worker, step, batches, weights, rows, rowBytes, residuals));
+        RecordThroughput(batches.Sum(b => (long)b.BatchSize * b.SequenceLength), started);
         (lastStep, lastPacket, lastFigures) = (step, packet, (loss, bytesDown, null));
         await PushAsync(ps, step, packet, lastFigures);
     }
@@ -138,9 +141,18 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         var steps = Enumerable.Range(order.Step, n).Select(t => cursor!.ForStep(t)).ToArray();
         var schedule = Enumerable.Range(order.Step, n).Select(t => TwoStageSchedule.At(options, t)).ToArray();
         ulong seed = SplitMix64.Mix((ulong)s.Seed ^ ((ulong)order.Step << 20) ^ (ulong)index);
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var (delta, losses) = await Task.Run(() => replicaView.Run(steps, schedule, s.GradClip, s.Compression, seed));
+        RecordThroughput(steps.Sum(batches => batches.Sum(b => (long)b.BatchSize * b.SequenceLength)), started);
         (lastStep, lastPacket, lastFigures) = (order.Step, delta, (losses.Average(), packet.Length, losses));
         await PushAsync(ps, order.Step, delta, lastFigures);
+    }
+
+    void RecordThroughput(long tokens, long startedTimestamp)
+    {
+        tokensPerSecond = tokens / Math.Max(1e-6, System.Diagnostics.Stopwatch.GetElapsedTime(startedTimestamp).TotalSeconds);
+        string key = this.GetPrimaryKeyString(); // "jobId/index"
+        DuckMetrics.WorkerTokensPerSecond.Record(tokensPerSecond, new("job", key[..Math.Max(0, key.LastIndexOf('/'))]), new("worker", index));
     }
 
     async Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full)

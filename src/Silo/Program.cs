@@ -1,13 +1,24 @@
-// The Duck silo: one Orleans silo with the training grains and health endpoints. Configuration keys live under
-// "Duck:Silo" (appsettings.json, DUCK_ environment variables, --Duck:Silo:Key=value); see SiloHosting.cs.
+// The Duck silo: one Orleans silo with the grains of its role, health, metrics, the Orleans Dashboard and the
+// training page. Configuration keys live under "Duck:Silo" and "Duck:Dashboard" (appsettings.json, environment
+// variables such as Duck__Silo__HttpPort, --Duck:Silo:Key=value); see SiloHosting.cs and Operations/.
 using Duck.Core.Runtime;
 using Duck.Silo;
 
 // Re-executes once with huge-page malloc for libtorch's big tensors; same pid and stdio, so `duck cluster up` is unaffected.
 MallocTuning.EnsureHugePageMalloc();
 
-var builder = WebApplication.CreateBuilder(args);
-builder.AddDuckSilo();
-var app = builder.Build();
-app.MapDuckHealth();
-app.Run();
+try
+{
+    var builder = WebApplication.CreateBuilder(args);
+    builder.AddDuckSilo();
+    builder.AddDuckOperations();
+    var app = builder.Build();
+    app.MapDuckHealth();
+    app.MapDuckOperations();
+    await app.RunAsync();
+    return 0;
+}
+catch (Exception e)
+{
+    return SiloStartup.Report(e);
+}
