@@ -1,0 +1,97 @@
+// A conversation kept by the server: its spec and messages persist in the "duck" grain storage (a folder or Azure
+// Blob); its KV cache lives in this activation, so a follow-up turn prefills only its new tokens. After a move or
+// a silo's death the grain re-activates elsewhere from the stored messages and the next turn rebuilds the cache.
+// One turn at a time; the stream's iterator interleaves with other calls (GetAsync answers during a reply).
+using System.Runtime.CompilerServices;
+using System.Text;
+using Duck.Inference.Engine;
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime;
+
+namespace Duck.Grains.Chat;
+
+/// <summary>The stored part of a session.</summary>
+[GenerateSerializer]
+public sealed class ChatSessionState
+{
+    /// <summary>Null until the session is created.</summary>
+    [Id(0)] public ChatSessionSpec? Spec { get; set; }
+    /// <summary>User and assistant turns, alternating.</summary>
+    [Id(1)] public List<ChatTurn> Messages { get; set; } = new();
+    [Id(2)] public DateTime CreatedUtc { get; set; }
+}
+
+public sealed class ChatSessionGrain(
+    [PersistentState("chat-session", DuckStorage.Name)] IPersistentState<ChatSessionState> state,
+    ChatModelHost host, ILogger<ChatSessionGrain> logger) : Grain, IChatSessionGrain
+{
+    InferenceSession? cache;
+    bool busy;
+
+    public override Task OnActivateAsync(CancellationToken ct)
+    {
+        if (state.State.Spec is not null) Log.ChatSessionActivated(logger, this.GetPrimaryKeyString(), state.State.Messages.Count);
+        return Task.CompletedTask;
+    }
+
+    public async Task<ChatSessionInfo> CreateAsync(ChatSessionSpec spec)
+    {
+        if (state.State.Spec is not null) throw new ChatException(ChatErrorKind.InvalidRequest, $"session '{this.GetPrimaryKeyString()}' already exists");
+        var model = await host.GetAsync(spec.Model);
+        ChatPrompt.Sampling(spec.Settings, host.Options, model.Model.Config.ContextLength); // validates the settings
+        if (spec.SystemPrompt is { } system && Duck.Core.Text.ChatFormat.ReservedText.FirstOrDefault(r => system.Contains(r, StringComparison.Ordinal)) is { } marker)
+            throw new ChatException(ChatErrorKind.InvalidRequest, $"the system prompt contains the reserved text \"{marker}\"");
+        state.State = new ChatSessionState { Spec = spec, CreatedUtc = DateTime.UtcNow };
+        await state.WriteStateAsync();
+        return Info();
+    }
+
+    public Task<ChatSessionInfo?> GetAsync() => Task.FromResult(state.State.Spec is null ? null : Info());
+
+    public IAsyncEnumerable<ChatChunk> SendAsync(string message, ChatGenerationSettings? overrides = null) => SendCoreAsync(message, overrides);
+
+    async IAsyncEnumerable<ChatChunk> SendCoreAsync(string message, ChatGenerationSettings? overrides, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        var spec = state.State.Spec ?? throw new ChatException(ChatErrorKind.SessionNotFound, $"session '{this.GetPrimaryKeyString()}' does not exist");
+        if (busy) throw new ChatException(ChatErrorKind.SessionBusy, $"session '{this.GetPrimaryKeyString()}' is still replying to the previous message");
+        busy = true;
+        try
+        {
+            var model = await host.GetAsync(spec.Model);
+            var settings = spec.Settings.With(overrides);
+            int context = model.Model.Config.ContextLength;
+            var history = ChatPrompt.History(spec.SystemPrompt, state.State.Messages, message ?? "");
+            int[] prompt = ChatPrompt.Build(history, settings.MaxTokens ?? host.Options.DefaultMaxTokens, context, dropOldTurns: true);
+            var sampling = ChatPrompt.Sampling(settings, host.Options, context - prompt.Length);
+            cache ??= new InferenceSession(model.Model);
+            var reply = new StringBuilder();
+            ChatUsage? usage = null;
+            await foreach (var chunk in ChatPrompt.StreamAsync(model, cache, prompt, sampling, reply, ct))
+            {
+                if (chunk.Usage is not null) usage = chunk.Usage;
+                else yield return chunk;
+            }
+            state.State.Messages.Add(new ChatTurn("user", message!.Trim()));
+            state.State.Messages.Add(new ChatTurn("assistant", ChatPrompt.CleanReply(reply.ToString())));
+            await state.WriteStateAsync();
+            yield return new ChatChunk("", usage);
+        }
+        finally { busy = false; }
+    }
+
+    public async Task<bool> DeleteAsync()
+    {
+        if (state.State.Spec is null) return false;
+        await state.ClearStateAsync();
+        state.State = new ChatSessionState();
+        cache = null;
+        DeactivateOnIdle();
+        return true;
+    }
+
+    ChatSessionInfo Info() => new()
+    {
+        Id = this.GetPrimaryKeyString(), Spec = state.State.Spec!, Messages = state.State.Messages.ToArray(),
+        CreatedUtc = state.State.CreatedUtc, Silo = RuntimeIdentity, CachedTokens = cache?.Length ?? 0,
+    };
+}
