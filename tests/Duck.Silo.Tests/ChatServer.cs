@@ -19,6 +19,8 @@ public sealed class ChatServer : IAsyncLifetime
     public Uri BaseUrl { get; private set; } = null!;
     public WebApplication App { get; private set; } = null!;
     public string ModelPath => Path.Combine(ModelsFolder, Model + ".gguf");
+    public int GatewayPort { get; private set; }
+    public string ClusterId { get; } = $"test-{Guid.NewGuid():N}";
 
     static int FreePort()
     {
@@ -30,11 +32,11 @@ public sealed class ChatServer : IAsyncLifetime
     public async Task InitializeAsync()
     {
         File.Move(TestModels.WriteGguf(TestModels.Tiny(), seed: 5), ModelPath);
-        int http = FreePort(), silo = FreePort(), gateway = FreePort();
+        int http = FreePort(), silo = FreePort(), gateway = GatewayPort = FreePort();
         string[] args =
         [
             $"--Duck:Silo:SiloPort={silo}", $"--Duck:Silo:PrimarySiloPort={silo}", $"--Duck:Silo:GatewayPort={gateway}", $"--Duck:Silo:HttpPort={http}",
-            $"--Duck:Silo:ClusterId=test-{Guid.NewGuid():N}", $"--Duck:Silo:StateStore={Directory.CreateTempSubdirectory("duck-silo-state-").FullName}",
+            $"--Duck:Silo:ClusterId={ClusterId}", $"--Duck:Silo:StateStore={Directory.CreateTempSubdirectory("duck-silo-state-").FullName}",
             $"--Duck:Chat:Models={ModelsFolder}", "--Duck:Chat:Threads=1", $"--Duck:Chat:ApiKeys:0={Key}", "--Duck:Chat:DefaultMaxTokens=8",
             $"--Duck:Chat:MaxRequestBytes={MaxRequestBytes}",
         ];

@@ -1,0 +1,40 @@
+// IChatClient straight through an Orleans client (or inside a silo): each request is a one-shot completion grain
+// placed on a silo of the cluster, streaming the reply. For applications that already hold an IClusterClient.
+using System.Runtime.CompilerServices;
+using Duck.Grains;
+using Microsoft.Extensions.AI;
+
+namespace Duck.Client;
+
+/// <summary>A Duck cluster as an <see cref="IChatClient"/>, over Orleans.</summary>
+public sealed class DuckOrleansChatClient(IGrainFactory grains, string model) : IChatClient
+{
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+        await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);
+
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        string modelId = options?.ModelId ?? model;
+        var request = new ChatCompletionRequest { Model = modelId, Messages = DuckChatMapping.Turns(messages), Settings = DuckChatMapping.Settings(options) };
+        string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
+        await foreach (var chunk in grains.GetGrain<IChatCompletionGrain>(Guid.NewGuid()).CompleteAsync(request).WithCancellation(cancellationToken))
+        {
+            if (chunk.Usage is { } u)
+                yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(DuckChatMapping.Usage(u.PromptTokens, u.CompletionTokens, u.CachedTokens))])
+                {
+                    FinishReason = DuckChatMapping.FinishReason(u.FinishReason), ModelId = modelId, ResponseId = id, MessageId = id,
+                };
+            else yield return new ChatResponseUpdate(ChatRole.Assistant, chunk.Text) { ModelId = modelId, ResponseId = id, MessageId = id };
+        }
+    }
+
+    /// <summary>The models the cluster serves.</summary>
+    public Task<string[]> ListModelsAsync() => grains.GetGrain<IChatCompletionGrain>(Guid.NewGuid()).ListModelsAsync();
+
+    public object? GetService(Type serviceType, object? serviceKey = null) =>
+        serviceKey is null && serviceType == typeof(ChatClientMetadata) ? new ChatClientMetadata("duck", null, model)
+        : serviceKey is null && serviceType.IsInstanceOfType(this) ? this : null;
+
+    public void Dispose() { }
+}
