@@ -107,8 +107,9 @@ public interface IChatSessionGrain : IGrainWithStringKey
 
     /// <summary>
     /// Adds a user message and streams the model's reply; the exchange joins the stored history once the reply is
-    /// complete. One turn at a time (ChatException SessionBusy otherwise). Disposing the enumerator early cancels
-    /// the reply and nothing is stored.
+    /// complete. One turn at a time: a new message supersedes a reply still streaming (that stream then fails with
+    /// ChatException SessionBusy and its exchange is not stored). Disposing the enumerator early cancels the reply
+    /// and nothing is stored.
     /// </summary>
     IAsyncEnumerable<ChatChunk> SendAsync(string message, ChatGenerationSettings? overrides = null);
 

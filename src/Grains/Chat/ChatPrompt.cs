@@ -71,10 +71,11 @@ static class ChatPrompt
 
     /// <summary>Runs one generation on the model's batcher and yields its text, then the usage; the reply text collects in <paramref name="reply"/>.</summary>
     public static async IAsyncEnumerable<ChatChunk> StreamAsync(ServedModel model, InferenceSession session, int[] prompt, SamplingOptions sampling,
-        StringBuilder reply, [EnumeratorCancellation] CancellationToken ct = default)
+        StringBuilder reply, [EnumeratorCancellation] CancellationToken ct = default, Action<Task>? started = null)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var stream = model.Batcher.Submit(session, prompt, sampling, stop.Token);
+        started?.Invoke(stream.Completion);
         try
         {
             await foreach (var piece in stream.Text.ReadAllAsync(ct))

@@ -1,7 +1,9 @@
 // A conversation kept by the server: its spec and messages persist in the "duck" grain storage (a folder or Azure
 // Blob); its KV cache lives in this activation, so a follow-up turn prefills only its new tokens. After a move or
 // a silo's death the grain re-activates elsewhere from the stored messages and the next turn rebuilds the cache.
-// One turn at a time; the stream's iterator interleaves with other calls (GetAsync answers during a reply).
+// One turn at a time: the stream's iterator interleaves with other calls (GetAsync answers during a reply), and a
+// new message supersedes a reply still streaming (whose caller may be gone with its silo): that reply is cancelled,
+// is not stored, and its stream ends with SessionBusy.
 using System.Runtime.CompilerServices;
 using System.Text;
 using Duck.Inference.Engine;
@@ -26,7 +28,9 @@ public sealed class ChatSessionGrain(
     ChatModelHost host, ILogger<ChatSessionGrain> logger) : Grain, IChatSessionGrain
 {
     InferenceSession? cache;
-    bool busy;
+    int turn; // the number of the newest turn; an older one finding a different number was superseded
+    CancellationTokenSource? replying;
+    Task? replyDone; // the running generation: the next turn waits for the batcher to let go of the cache
 
     public override Task OnActivateAsync(CancellationToken ct)
     {
@@ -53,36 +57,50 @@ public sealed class ChatSessionGrain(
     async IAsyncEnumerable<ChatChunk> SendCoreAsync(string message, ChatGenerationSettings? overrides, [EnumeratorCancellation] CancellationToken ct = default)
     {
         var spec = state.State.Spec ?? throw new ChatException(ChatErrorKind.SessionNotFound, $"session '{this.GetPrimaryKeyString()}' does not exist");
-        if (busy) throw new ChatException(ChatErrorKind.SessionBusy, $"session '{this.GetPrimaryKeyString()}' is still replying to the previous message");
-        busy = true;
-        try
+        int mine = ++turn;
+        await SupersedeAsync();
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        replying = cts;
+        var model = await host.GetAsync(spec.Model);
+        var settings = spec.Settings.With(overrides);
+        int context = model.Model.Config.ContextLength;
+        var history = ChatPrompt.History(spec.SystemPrompt, state.State.Messages, message ?? "");
+        int[] prompt = ChatPrompt.Build(history, settings.MaxTokens ?? host.Options.DefaultMaxTokens, context, dropOldTurns: true);
+        var sampling = ChatPrompt.Sampling(settings, host.Options, context - prompt.Length);
+        cache ??= new InferenceSession(model.Model);
+        var reply = new StringBuilder();
+        ChatUsage? usage = null;
+        await foreach (var chunk in ChatPrompt.StreamAsync(model, cache, prompt, sampling, reply, cts.Token, done => replyDone = done))
         {
-            var model = await host.GetAsync(spec.Model);
-            var settings = spec.Settings.With(overrides);
-            int context = model.Model.Config.ContextLength;
-            var history = ChatPrompt.History(spec.SystemPrompt, state.State.Messages, message ?? "");
-            int[] prompt = ChatPrompt.Build(history, settings.MaxTokens ?? host.Options.DefaultMaxTokens, context, dropOldTurns: true);
-            var sampling = ChatPrompt.Sampling(settings, host.Options, context - prompt.Length);
-            cache ??= new InferenceSession(model.Model);
-            var reply = new StringBuilder();
-            ChatUsage? usage = null;
-            await foreach (var chunk in ChatPrompt.StreamAsync(model, cache, prompt, sampling, reply, ct))
-            {
-                if (chunk.Usage is not null) usage = chunk.Usage;
-                else yield return chunk;
-            }
-            state.State.Messages.Add(new ChatTurn("user", message!.Trim()));
-            state.State.Messages.Add(new ChatTurn("assistant", ChatPrompt.CleanReply(reply.ToString())));
-            await state.WriteStateAsync();
-            yield return new ChatChunk("", usage);
+            if (mine != turn) throw Superseded();
+            if (chunk.Usage is not null) usage = chunk.Usage;
+            else yield return chunk;
         }
-        finally { busy = false; }
+        if (mine != turn) throw Superseded();
+        state.State.Messages.Add(new ChatTurn("user", message!.Trim()));
+        state.State.Messages.Add(new ChatTurn("assistant", ChatPrompt.CleanReply(reply.ToString())));
+        await state.WriteStateAsync();
+        yield return new ChatChunk("", usage);
     }
+
+    /// <summary>Cancels a reply still running and waits until the batcher has let go of the KV cache.</summary>
+    async Task SupersedeAsync()
+    {
+        if (replying is null) return;
+        try { replying.Cancel(); } catch (ObjectDisposedException) { }
+        if (replyDone is { } done) await done.ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(true);
+        replying = null;
+        replyDone = null;
+    }
+
+    ChatException Superseded() => new(ChatErrorKind.SessionBusy, $"session '{this.GetPrimaryKeyString()}': a newer message replaced this reply");
 
     public async Task<bool> DeleteAsync()
     {
         if (state.State.Spec is null) return false;
         await state.ClearStateAsync();
+        ++turn;
+        await SupersedeAsync();
         state.State = new ChatSessionState();
         cache = null;
         DeactivateOnIdle();
