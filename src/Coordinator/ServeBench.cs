@@ -2,7 +2,9 @@
 // sending its next message as soon as the previous streamed reply ends, for S seconds. Prints p50/p99 time to first
 // token, p50/p99 gaps between streamed chunks, aggregate reply tokens/s, requests and errors; then checks that each
 // conversation's stored history holds every exchange that succeeded. Several --url values spread the sessions and
-// let a session move on to the next silo when its silo stops answering (the failover drill).
+// let a session move on to the next silo when its silo stops answering (the failover drill): a failed turn is
+// retried with the next message until one succeeds; `errors` counts every failed attempt, `failed_turns` the turns
+// that failed at least once.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Net.Http.Headers;
@@ -44,12 +46,13 @@ public static class ServeBench
                 ttft_p50_ms = Percentile(run.Ttft, 50), ttft_p99_ms = Percentile(run.Ttft, 99),
                 itl_p50_ms = Percentile(run.Itl, 50), itl_p99_ms = Percentile(run.Itl, 99),
                 tokens_per_s = Math.Round(run.Tokens / elapsed, 1), tokens = run.Tokens, requests = run.Requests, errors = run.Errors,
-                history_mismatches = mismatches,
+                failed_turns = run.FailedTurns, unrecovered_sessions = run.Unrecovered, history_mismatches = mismatches,
             };
             if (pr.GetValue(json)) Cli.WriteJson(result);
             else Console.WriteLine($"{n} sessions x {elapsed:F0} s on '{modelName}': TTFT p50 {result.ttft_p50_ms} ms, p99 {result.ttft_p99_ms} ms; " +
                                    $"inter-token p50 {result.itl_p50_ms} ms, p99 {result.itl_p99_ms} ms; {result.tokens_per_s} tokens/s; " +
-                                   $"{run.Requests} requests, {run.Errors} errors; {mismatches} conversations with a history mismatch");
+                                   $"{run.Requests} requests, {run.Errors} errors ({run.FailedTurns} turns failed at least once, {run.Unrecovered} conversations unrecovered); " +
+                                   $"{mismatches} conversations with a history mismatch");
             return run.Errors == 0 && mismatches == 0 ? 0 : 1;
         });
         return cmd;
@@ -78,8 +81,12 @@ public static class ServeBench
     {
         public readonly List<double> Ttft = new(), Itl = new();
         readonly List<(string Id, int Exchanges, Uri Base)> done = new();
-        long tokens, requests, errors;
+        long tokens, requests, errors, failedTurns, unrecovered;
         public long Tokens => Interlocked.Read(ref tokens);
+        /// <summary>Turns that failed at least once (a conversation retries until one succeeds): the requests lost in flight.</summary>
+        public long FailedTurns => Interlocked.Read(ref failedTurns);
+        /// <summary>Conversations whose last attempt failed.</summary>
+        public long Unrecovered => Interlocked.Read(ref unrecovered);
         public long Requests => Interlocked.Read(ref requests);
         public long Errors => Interlocked.Read(ref errors);
 
@@ -88,6 +95,7 @@ public static class ServeBench
             int silo = index % bases.Length;
             string? id = null;
             int exchanges = 0, turn = 0;
+            bool failing = false;
             while (DateTime.UtcNow < deadline && !ct.IsCancellationRequested)
             {
                 try
@@ -97,14 +105,18 @@ public static class ServeBench
                     Interlocked.Increment(ref requests);
                     await TurnAsync(bases[silo], id, message, ct);
                     exchanges++;
+                    failing = false;
                 }
                 catch (Exception) when (!ct.IsCancellationRequested)
                 {
                     Interlocked.Increment(ref errors);
+                    if (!failing) Interlocked.Increment(ref failedTurns);
+                    failing = true;
                     silo = (silo + 1) % bases.Length; // this silo may be gone: the conversation continues through another
                     await Task.Delay(200, ct);
                 }
             }
+            if (failing) Interlocked.Increment(ref unrecovered);
             if (id is not null) lock (done) done.Add((id, exchanges, bases[silo]));
         }
 
