@@ -60,7 +60,10 @@ public static class ServeBench
 
     static async Task<string> OnlyModelAsync(HttpClient http, Uri baseUrl, CancellationToken ct)
     {
-        using var response = await http.GetAsync(new Uri(baseUrl, "v1/models"), ct);
+        HttpResponseMessage response;
+        try { response = await http.GetAsync(new Uri(baseUrl, "v1/models"), ct); }
+        catch (HttpRequestException e) { throw new UserErrorException($"cannot reach {baseUrl}: {e.Message}; start a cluster with `duck cluster up`"); }
+        using var _ = response;
         if (!response.IsSuccessStatusCode) throw new UserErrorException($"GET {baseUrl}v1/models answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(ct)}");
         using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct));
         var names = doc.RootElement.GetProperty("data").EnumerateArray().Select(e => e.GetProperty("id").GetString()!).ToArray();
