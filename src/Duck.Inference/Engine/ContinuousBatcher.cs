@@ -150,7 +150,8 @@ public sealed class ContinuousBatcher : IDisposable
             foreach (var g in batch) g.Fail(e);
             return;
         }
-        foreach (var g in batch) g.SampleNext();
+        // Sampling is per generation and independent: spread it over the model's worker threads.
+        model.Pool.For(batch.Count, i => batch[i].SampleNext());
     }
 
     public void Dispose()
