@@ -22,7 +22,7 @@ public sealed class ChatCompletionGrain(ChatModelHost host) : Grain, IChatComple
         {
             var model = await host.GetAsync(request.Model);
             int context = model.Model.Config.ContextLength;
-            int[] prompt = ChatPrompt.Build(Normalize(request.Messages), request.Settings.MaxTokens ?? host.Options.DefaultMaxTokens, context, dropOldTurns: false);
+            int[] prompt = ChatPrompt.Build(Normalize(request.Messages), request.Settings.MaxTokens ?? host.Options.DefaultMaxTokens, context);
             var sampling = ChatPrompt.Sampling(request.Settings, host.Options, context - prompt.Length);
             await foreach (var chunk in ChatPrompt.StreamAsync(model, new InferenceSession(model.Model), prompt, sampling, new StringBuilder(), ct))
                 yield return chunk;

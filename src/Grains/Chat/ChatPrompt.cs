@@ -36,34 +36,52 @@ static class ChatPrompt
         catch (ArgumentException e) { throw new ChatException(ChatErrorKind.InvalidRequest, e.Message); }
     }
 
-    /// <summary>
-    /// The prompt tokens of <paramref name="history"/> (ending with a user turn) that leave room for the reply:
-    /// at least min(maxTokens, context/2) tokens. With <paramref name="dropOldTurns"/> the oldest exchanges (after the
-    /// system prompt) are left out until it fits; otherwise, or if the last message alone is too long, it is an error.
-    /// </summary>
-    public static int[] Build(List<ChatMessage> history, int maxTokens, int context, bool dropOldTurns)
+    /// <summary>Reply room a prompt must leave: min(maxTokens, context/2) tokens.</summary>
+    static int Budget(int maxTokens, int context) => context - Math.Min(Math.Max(1, maxTokens), context / 2);
+
+    static int[] Encode(List<ChatMessage> history)
     {
         string? problem = Conversation.FindProblem(history, endsWithAssistant: false);
         if (problem is not null) throw new ChatException(ChatErrorKind.InvalidRequest, $"messages: {problem}");
-        int budget = context - Math.Min(Math.Max(1, maxTokens), context / 2);
-        int first = history[0].Role == ChatRole.System ? 1 : 0;
-        while (true)
-        {
-            int[] prompt = ChatFormat.PromptForReply(history);
-            if (prompt.Length <= budget) return prompt;
-            if (!dropOldTurns || history.Count - first < 3)
-                throw new ChatException(ChatErrorKind.ContextLengthExceeded,
-                    $"the prompt is {prompt.Length} tokens; the model's context window of {context} tokens leaves at most {budget} for it with max_tokens {maxTokens}");
-            history.RemoveRange(first, 2);
-        }
+        return ChatFormat.PromptForReply(history);
     }
 
-    /// <summary>The stored exchanges as prompt messages: an exchange whose reply was empty is left out (an empty turn is not a valid message).</summary>
-    public static List<ChatMessage> History(string? systemPrompt, IReadOnlyList<ChatTurn> turns, string message)
+    static ChatException TooLong(int length, int context, int maxTokens) => new(ChatErrorKind.ContextLengthExceeded,
+        $"the prompt is {length} tokens; the model's context window of {context} tokens leaves at most {Budget(maxTokens, context)} for it with max_tokens {maxTokens}");
+
+    /// <summary>The prompt tokens of a whole history (ending with a user turn) that must leave room for the reply.</summary>
+    public static int[] Build(List<ChatMessage> history, int maxTokens, int context)
+    {
+        int[] prompt = Encode(history);
+        return prompt.Length <= Budget(maxTokens, context) ? prompt : throw TooLong(prompt.Length, context, maxTokens);
+    }
+
+    /// <summary>
+    /// The prompt of a conversation seen through a window that leaves out its first <paramref name="skip"/> stored
+    /// exchanges. When the prompt no longer leaves room for the reply, the window moves on until the prompt takes at
+    /// most half of its budget, so the prompt's start (and the KV cache built on it) stays the same for several turns
+    /// rather than changing, and being prefilled anew, on every turn.
+    /// </summary>
+    public static (int[] Prompt, int Skip) BuildWindow(Func<int, List<ChatMessage>> historyFrom, int exchanges, int skip, int maxTokens, int context)
+    {
+        int budget = Budget(maxTokens, context), target = Math.Max(1, budget / 2);
+        int[] prompt = Encode(historyFrom(skip));
+        if (prompt.Length <= budget) return (prompt, skip);
+        while (skip < exchanges)
+        {
+            prompt = Encode(historyFrom(++skip));
+            if (prompt.Length <= target) return (prompt, skip);
+        }
+        return prompt.Length <= budget ? (prompt, skip) : throw TooLong(prompt.Length, context, maxTokens);
+    }
+
+    /// <summary>The stored exchanges after the first <paramref name="skip"/> as prompt messages: an exchange whose reply
+    /// was empty is left out (an empty turn is not a valid message).</summary>
+    public static List<ChatMessage> History(string? systemPrompt, IReadOnlyList<ChatTurn> turns, string message, int skip = 0)
     {
         var history = new List<ChatMessage>();
         if (!string.IsNullOrWhiteSpace(systemPrompt)) history.Add(ChatMessage.System(systemPrompt));
-        for (int i = 0; i + 1 < turns.Count; i += 2)
+        for (int i = 2 * skip; i + 1 < turns.Count; i += 2)
             if (!string.IsNullOrWhiteSpace(turns[i + 1].Content)) { history.Add(ToMessage(turns[i])); history.Add(ToMessage(turns[i + 1])); }
         history.Add(ChatMessage.User(message));
         return history;

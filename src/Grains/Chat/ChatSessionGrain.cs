@@ -31,6 +31,7 @@ public sealed class ChatSessionGrain(
     int turn; // the number of the newest turn; an older one finding a different number was superseded
     CancellationTokenSource? replying;
     Task? replyDone; // the running generation: the next turn waits for the batcher to let go of the cache
+    int window; // stored exchanges left out of the prompt because the context is full (see ChatPrompt.BuildWindow)
 
     public override Task OnActivateAsync(CancellationToken ct)
     {
@@ -64,8 +65,9 @@ public sealed class ChatSessionGrain(
         var model = await host.GetAsync(spec.Model);
         var settings = spec.Settings.With(overrides);
         int context = model.Model.Config.ContextLength;
-        var history = ChatPrompt.History(spec.SystemPrompt, state.State.Messages, message ?? "");
-        int[] prompt = ChatPrompt.Build(history, settings.MaxTokens ?? host.Options.DefaultMaxTokens, context, dropOldTurns: true);
+        var turns = state.State.Messages;
+        (int[] prompt, window) = ChatPrompt.BuildWindow(skip => ChatPrompt.History(spec.SystemPrompt, turns, message ?? "", skip),
+            turns.Count / 2, Math.Min(window, turns.Count / 2), settings.MaxTokens ?? host.Options.DefaultMaxTokens, context);
         var sampling = ChatPrompt.Sampling(settings, host.Options, context - prompt.Length);
         cache ??= new InferenceSession(model.Model);
         var reply = new StringBuilder();
@@ -103,6 +105,7 @@ public sealed class ChatSessionGrain(
         await SupersedeAsync();
         state.State = new ChatSessionState();
         cache = null;
+        window = 0;
         DeactivateOnIdle();
         return true;
     }

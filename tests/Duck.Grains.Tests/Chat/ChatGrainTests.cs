@@ -81,6 +81,23 @@ public sealed class ChatGrainTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SendAsync_PastTheContext_EveryTurnSucceedsAndMostReuseTheCache()
+    {
+        var session = Client.GetGrain<IChatSessionGrain>("long");
+        await session.CreateAsync(new ChatSessionSpec { Model = ChatCluster.Model, Settings = Greedy });
+
+        var usages = new List<ChatUsage>();
+        for (int i = 0; i < 10; i++) usages.Add((await ChatCluster.ReadAsync(session.SendAsync($"Tell me more, {i}"))).Usage);
+        var info = await session.GetAsync();
+
+        Assert.Equal(20, info!.Messages.Length);
+        int total = usages.Sum(u => u.PromptTokens);
+        Assert.True(total > 64 * 4, $"prompts of {total} tokens in all: the conversation never filled the 64-token context");
+        int rebuilt = usages.Skip(1).Count(u => u.CachedTokens < u.PromptTokens / 2);
+        Assert.True(rebuilt <= 5, $"{rebuilt} of 9 follow-up turns prefilled most of their prompt again: {string.Join(", ", usages.Select(u => $"{u.CachedTokens}/{u.PromptTokens}"))}");
+    }
+
+    [Fact]
     public async Task DeleteAsync_ThenGet_Null()
     {
         var session = Client.GetGrain<IChatSessionGrain>("deleted");
