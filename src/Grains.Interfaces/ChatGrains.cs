@@ -57,6 +57,8 @@ public sealed record ChatSessionInfo
     [Id(4)] public string Silo { get; init; } = "";
     /// <summary>Tokens in the session's KV cache on that silo (0 after a re-activation, until the next turn).</summary>
     [Id(5)] public int CachedTokens { get; init; }
+    /// <summary>Bytes of that KV cache (it grows with the tokens, up to the model's context window).</summary>
+    [Id(6)] public long CacheBytes { get; init; }
 }
 
 /// <summary>Token counts and the end of one reply.</summary>

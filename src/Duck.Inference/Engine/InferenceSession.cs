@@ -19,6 +19,8 @@ public sealed class InferenceSession
     public IReadOnlyList<int> Tokens => tokens;
     public int Length => tokens.Count;
     public int ContextLength => Model.Config.ContextLength;
+    /// <summary>Bytes held by this session's KV cache (it grows with the tokens, up to the context window).</summary>
+    public long CacheBytes => cache.SizeBytes;
     /// <summary>Logits after the last appended token (empty before the first append).</summary>
     public ReadOnlySpan<float> LastLogits => tokens.Count == 0 ? [] : lastLogits;
 
@@ -113,12 +115,17 @@ public sealed class InferenceSession
             caches[i] = s.cache;
             positions[i] = s.Length;
         }
-        var logits = new float[(long)n * v];
-        model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].scratch);
-        for (int i = 0; i < n; i++)
+        // Pooled: a fresh [n, V] array per step would be large-object garbage at every token of a serving silo.
+        var logits = System.Buffers.ArrayPool<float>.Shared.Rent(n * v);
+        try
         {
-            sessions[i].tokens.Add(nextTokens[i]);
-            logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
+            model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].scratch);
+            for (int i = 0; i < n; i++)
+            {
+                sessions[i].tokens.Add(nextTokens[i]);
+                logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
+            }
         }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(logits); }
     }
 }

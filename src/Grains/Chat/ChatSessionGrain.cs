@@ -113,6 +113,6 @@ public sealed class ChatSessionGrain(
     ChatSessionInfo Info() => new()
     {
         Id = this.GetPrimaryKeyString(), Spec = state.State.Spec!, Messages = state.State.Messages.ToArray(),
-        CreatedUtc = state.State.CreatedUtc, Silo = RuntimeIdentity, CachedTokens = cache?.Length ?? 0,
+        CreatedUtc = state.State.CreatedUtc, Silo = RuntimeIdentity, CachedTokens = cache?.Length ?? 0, CacheBytes = cache?.CacheBytes ?? 0,
     };
 }

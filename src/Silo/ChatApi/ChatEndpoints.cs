@@ -160,7 +160,7 @@ public static partial class ChatEndpoints
     static object SessionBody(ChatSessionInfo s) => new
     {
         s.Id, Object = "chat.session", s.Spec.Model, System = s.Spec.SystemPrompt, Created = new DateTimeOffset(s.CreatedUtc, TimeSpan.Zero).ToUnixTimeSeconds(),
-        Messages = s.Messages.Select(m => new { m.Role, m.Content }), s.Silo, s.CachedTokens,
+        Messages = s.Messages.Select(m => new { m.Role, m.Content }), s.Silo, s.CachedTokens, s.CacheBytes,
     };
 
     static async Task CreateSessionAsync(HttpContext ctx)

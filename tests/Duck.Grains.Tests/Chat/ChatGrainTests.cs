@@ -53,6 +53,7 @@ public sealed class ChatGrainTests : IAsyncLifetime
         Assert.True(two.CachedTokens >= one.PromptTokens, $"turn 2 reused {two.CachedTokens} cached tokens; turn 1's prompt alone was {one.PromptTokens}");
         Assert.True(two.PromptTokens > one.PromptTokens);
         Assert.Equal(["user", "assistant", "user", "assistant"], info!.Messages.Select(m => m.Role));
+        Assert.True(info.CachedTokens >= two.PromptTokens && info.CacheBytes > 0, $"{info.CachedTokens} tokens, {info.CacheBytes} B cached");
         Assert.Equal(["Hi", reply1.Trim(), "Tell me more", reply2.Trim()], info.Messages.Select(m => m.Content));
     }
 
