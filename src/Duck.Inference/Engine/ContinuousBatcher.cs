@@ -37,6 +37,7 @@ public sealed class ContinuousBatcher : IDisposable
     readonly SemaphoreSlim wake = new(0);
     readonly Thread thread;
     readonly CancellationTokenSource stopping = new();
+    readonly ForwardScratch scratch = new(); // lent to every session while the batcher runs it: one set of buffers per model
     long decodeSteps, decodedTokens;
 
     /// <param name="maxBatchSize">Most generations advanced in one batched pass; more wait for a free slot.</param>
@@ -104,6 +105,7 @@ public sealed class ContinuousBatcher : IDisposable
         {
             if (g.Cancelled) { g.Finish(StopReason.Cancelled); return true; }
             var s = g.Session;
+            s.BorrowedScratch = scratch;
             if (g.PrefillOffset < 0)
             {
                 // Reuse the longest cached prefix, keeping at least one prompt token to compute fresh logits from.
@@ -125,6 +127,7 @@ public sealed class ContinuousBatcher : IDisposable
             g.Fail(e);
             return true;
         }
+        finally { g.Session.BorrowedScratch = null; }
     }
 
     void DecodeStep(List<Generation> running)
@@ -139,9 +142,11 @@ public sealed class ContinuousBatcher : IDisposable
         if (batch.Count == 0) return;
         var tokens = new int[batch.Count];
         for (int i = 0; i < batch.Count; i++) tokens[i] = batch[i].PendingToken;
+        var sessions = batch.Select(g => g.Session).ToArray();
+        sessions[0].BorrowedScratch = scratch;
         try
         {
-            InferenceSession.DecodeBatch(batch.Select(g => g.Session).ToArray(), tokens);
+            InferenceSession.DecodeBatch(sessions, tokens);
             Interlocked.Increment(ref decodeSteps);
             Interlocked.Add(ref decodedTokens, batch.Count);
         }
@@ -150,6 +155,7 @@ public sealed class ContinuousBatcher : IDisposable
             foreach (var g in batch) g.Fail(e);
             return;
         }
+        finally { sessions[0].BorrowedScratch = null; }
         // Sampling is per generation and independent: spread it over the model's worker threads.
         model.Pool.For(batch.Count, i => batch[i].SampleNext());
     }

@@ -14,6 +14,11 @@ public sealed class InferenceSession
     readonly float[] lastLogits;
     KvCache cache;
 
+    /// <summary>Activation buffers lent by a caller that runs many sessions on one thread (the continuous batcher),
+    /// so each session does not keep buffers of its own; null uses the session's own.</summary>
+    internal ForwardScratch? BorrowedScratch { get; set; }
+    ForwardScratch Scratch => BorrowedScratch ?? scratch;
+
     public InferenceModel Model { get; }
     /// <summary>Tokens held in the KV cache.</summary>
     public IReadOnlyList<int> Tokens => tokens;
@@ -63,7 +68,7 @@ public sealed class InferenceSession
             var positions = new int[chunk.Length];
             for (int i = 0; i < chunk.Length; i++) { caches[i] = cache; positions[i] = tokens.Count + i; }
             float[] logits = all is null ? lastLogits : new float[(long)chunk.Length * v];
-            Model.Forward(chunk, caches, positions, allLogits: all is not null, logits, scratch);
+            Model.Forward(chunk, caches, positions, allLogits: all is not null, logits, Scratch);
             if (all is not null)
             {
                 logits.CopyTo(all, (long)start * v);
@@ -119,7 +124,7 @@ public sealed class InferenceSession
         var logits = System.Buffers.ArrayPool<float>.Shared.Rent(n * v);
         try
         {
-            model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].scratch);
+            model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].Scratch);
             for (int i = 0; i < n; i++)
             {
                 sessions[i].tokens.Add(nextTokens[i]);
