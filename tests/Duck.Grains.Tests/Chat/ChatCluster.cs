@@ -20,9 +20,9 @@ static class ChatCluster
         return folder;
     }
 
-    public static async Task<InProcessTestCluster> StartAsync(int silos, string models)
+    public static async Task<InProcessTestCluster> StartAsync(int silos, string models, string? state = null)
     {
-        string state = Directory.CreateTempSubdirectory("duck-chat-state-").FullName;
+        state ??= Directory.CreateTempSubdirectory("duck-chat-state-").FullName;
         var builder = new InProcessTestClusterBuilder((short)silos);
         builder.ConfigureSilo((_, silo) =>
         {
