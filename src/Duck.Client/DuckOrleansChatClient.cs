@@ -25,7 +25,8 @@ public sealed class DuckOrleansChatClient(IGrainFactory grains, string model) : 
                 {
                     FinishReason = DuckChatMapping.FinishReason(u.FinishReason), ModelId = modelId, ResponseId = id, MessageId = id,
                 };
-            else yield return new ChatResponseUpdate(ChatRole.Assistant, chunk.Text) { ModelId = modelId, ResponseId = id, MessageId = id };
+            else if (chunk.Text.Length > 0) // empty chunks are the server's keep-alives
+                yield return new ChatResponseUpdate(ChatRole.Assistant, chunk.Text) { ModelId = modelId, ResponseId = id, MessageId = id };
         }
     }
 

@@ -87,6 +87,9 @@ static class ChatPrompt
         return history;
     }
 
+    /// <summary>Longest silence in a reply stream before an empty keep-alive chunk.</summary>
+    public static readonly TimeSpan KeepAlive = TimeSpan.FromSeconds(10);
+
     /// <summary>Runs one generation on the model's batcher and yields its text, then the usage; the reply text collects in <paramref name="reply"/>.</summary>
     public static async IAsyncEnumerable<ChatChunk> StreamAsync(ServedModel model, InferenceSession session, int[] prompt, SamplingOptions sampling,
         StringBuilder reply, [EnumeratorCancellation] CancellationToken ct = default, Action<Task>? started = null)
@@ -96,10 +99,30 @@ static class ChatPrompt
         started?.Invoke(stream.Completion);
         try
         {
-            await foreach (var piece in stream.Text.ReadAllAsync(ct))
+            // Each pull of a grain's stream is a call that times out (30 s by default); while the batcher is busy with
+            // others' prompts, an empty chunk every KeepAlive tells the caller the reply is still coming.
+            var reader = stream.Text;
+            var more = reader.WaitToReadAsync(ct).AsTask();
+            while (true)
             {
-                reply.Append(piece);
-                yield return new ChatChunk(piece);
+                if (!more.IsCompleted)
+                {
+                    bool silent = false;
+                    try { await more.WaitAsync(KeepAlive, ct); }
+                    catch (TimeoutException) { silent = true; }
+                    if (silent)
+                    {
+                        yield return new ChatChunk("");
+                        continue;
+                    }
+                }
+                if (!await more) break;
+                while (reader.TryRead(out var piece))
+                {
+                    reply.Append(piece);
+                    yield return new ChatChunk(piece);
+                }
+                more = reader.WaitToReadAsync(ct).AsTask();
             }
             var summary = await stream.Completion;
             yield return new ChatChunk("", new ChatUsage

@@ -21,6 +21,9 @@ public static partial class ChatEndpoints
 
     public static WebApplication MapDuckChatApi(this WebApplication app)
     {
+        var o = app.Services.GetRequiredService<ChatApiOptions>();
+        app.Logger.LogInformation("chat API: models {Models}, {Keys} API key(s), {Threads} threads per model, batch <= {Batch}, max_tokens {Default} (<= {Limit}), body <= {Bytes} B, <= {Concurrent} requests in flight",
+            o.Models, o.ApiKeys.Length, o.Threads == 0 ? Environment.ProcessorCount : o.Threads, o.MaxBatchSize, o.DefaultMaxTokens, o.MaxTokensLimit, o.MaxRequestBytes, o.MaxConcurrentRequests);
         app.MapGet("/v1/models", ctx => Run(ctx, ListModelsAsync));
         app.MapPost("/v1/chat/completions", ctx => Run(ctx, CompleteAsync));
         app.MapPost("/v1/sessions", ctx => Run(ctx, CreateSessionAsync));
