@@ -59,6 +59,20 @@ public sealed class ChatApiErrorTests(ChatServer server) : IClassFixture<ChatSer
         Assert.Equal(param, error.GetProperty("param").GetString());
     }
 
+    [Fact]
+    public async Task PostCompletion_SixtyFourBitSeed_AcceptedAndReproducible()
+    {
+        using var http = server.Http();
+        string body = Completion(", \"seed\": 1099511627776, \"max_tokens\": 6, \"temperature\": 1.5");
+
+        using var first = await http.PostAsync("v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        using var second = await http.PostAsync("v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        static string Text(string json) => JsonDocument.Parse(json).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        Assert.Equal(Text(await first.Content.ReadAsStringAsync()), Text(await second.Content.ReadAsStringAsync()));
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -52,7 +52,8 @@ public static partial class ChatEndpoints
             {
                 ApiError a => a,
                 ChatException c => ApiError.From(c),
-                TimeoutException or Orleans.Runtime.SiloUnavailableException => new ApiError(503, "unavailable", $"the cluster did not answer in time ({e.Message}); retry"),
+                // The cluster is changing (a silo died, a grain is moving): the request may succeed when retried.
+                TimeoutException or Orleans.Runtime.OrleansException => new ApiError(503, "unavailable", $"the cluster could not serve the request ({e.GetType().Name}: {e.Message}); retry"),
                 _ => new ApiError(500, "server_error", $"{e.GetType().Name}: {e.Message}"),
             };
             if (error.Status >= 500) ctx.RequestServices.GetRequiredService<ILogger<ApiError>>().LogError(e, "chat request {Path} failed", ctx.Request.Path);

@@ -116,9 +116,17 @@ static class ChatRequests
             TopK = Integer(o, "top_k", 0, 100_000),
             RepetitionPenalty = (float?)Number(o, "repetition_penalty", 0, 10, minExclusive: true),
             MaxTokens = maxTokens,
-            Seed = Integer(o, "seed", int.MinValue, int.MaxValue),
+            Seed = Seed(o),
             Stop = Stop(o),
         };
+    }
+
+    /// <summary>OpenAI seeds are 64-bit; the sampler's are 32-bit, so a larger seed is folded (same seed, same reply).</summary>
+    static int? Seed(JsonElement o)
+    {
+        if (!o.TryGetProperty("seed", out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt64(out long seed)) throw ApiError.Invalid($"'seed' must be an integer, got {v.GetRawText()}", "seed");
+        return unchecked((int)(seed ^ (seed >> 32)));
     }
 
     static string[]? Stop(JsonElement o)
