@@ -37,6 +37,14 @@ public static partial class ClusterChatCommands
         public IChatClient Client => client;
         public string Model => model;
 
+        /// <summary>Starts a conversation kept by the cluster (a session grain); its id goes in ChatOptions.ConversationId.</summary>
+        public Task<string> CreateConversationAsync(ChatOptions options) => client switch
+        {
+            DuckHttpChatClient http => http.CreateConversationAsync(null, options),
+            DuckOrleansChatClient orleans => orleans.CreateConversationAsync(null, options),
+            _ => throw new InvalidOperationException("not a Duck chat client"),
+        };
+
         public async ValueTask DisposeAsync()
         {
             client.Dispose();
@@ -77,14 +85,14 @@ public static partial class ClusterChatCommands
         catch { client.Dispose(); if (connection is not null) await connection.DisposeAsync(); throw; }
     }
 
-    /// <summary>The interactive loop of `duck chat --cluster`: the whole history goes with each message; when it no
-    /// longer fits the model's context, the oldest exchanges are left out.</summary>
+    /// <summary>The interactive loop of `duck chat --cluster`: a conversation kept by the cluster (a session grain), so
+    /// only each new message travels and follow-up turns reuse the server's KV cache.</summary>
     public static async Task<int> ChatAsync(ClusterChat chat, ChatOptions options, CancellationToken ct)
     {
-        var history = new List<Microsoft.Extensions.AI.ChatMessage>();
         options = options.Clone();
         options.ModelId = chat.Model;
-        Console.WriteLine($"Duck cluster, model {chat.Model}. Type quit to leave.");
+        options.ConversationId = await chat.CreateConversationAsync(options);
+        Console.WriteLine($"Duck cluster, model {chat.Model}, conversation {options.ConversationId}. Type quit to leave.");
         int replies = 0;
         while (!ct.IsCancellationRequested)
         {
@@ -94,37 +102,18 @@ public static partial class ClusterChatCommands
             line = line.Trim();
             if (line.Length == 0) continue;
             if (line is "quit" or "exit") return 0;
-            history.Add(new(ChatRole.User, line));
             Console.Write("duck>");
-            while (true)
+            try
             {
-                try
-                {
-                    var reply = new System.Text.StringBuilder();
-                    await foreach (var update in chat.Client.GetStreamingResponseAsync(history, options, ct))
-                    {
-                        Console.Write(update.Text);
-                        reply.Append(update.Text);
-                    }
-                    Console.WriteLine();
-                    history.Add(new(ChatRole.Assistant, reply.ToString().Trim()));
-                    replies++;
-                    break;
-                }
-                catch (Exception e) when (IsContextFull(e) && history.Count > 1) { history.RemoveRange(0, 2); }
-                catch (Exception e) when (e is DuckApiException or ChatException)
-                {
-                    Console.WriteLine($"\n(not sent: {e.Message})");
-                    history.RemoveAt(history.Count - 1);
-                    break;
-                }
+                await foreach (var update in chat.Client.GetStreamingResponseAsync([new(ChatRole.User, line)], options, ct)) Console.Write(update.Text);
+                Console.WriteLine();
+                replies++;
             }
+            catch (Exception e) when (e is DuckApiException or ChatException) { Console.WriteLine($"\n(not sent: {e.Message})"); }
         }
         if (replies == 0) throw new UserErrorException("standard input is closed: duck chat reads messages from a terminal or piped lines");
         return 0;
     }
-
-    static bool IsContextFull(Exception e) => e is DuckApiException { Code: "context_length_exceeded" } or ChatException { Kind: ChatErrorKind.ContextLengthExceeded };
 
     /// <summary>`duck test --cluster`: each personality prompt as a new conversation on the cluster.</summary>
     public static async Task<int> TestAsync(ClusterChat chat, ChatOptions options, bool asJson, CancellationToken ct)

@@ -14,6 +14,11 @@ static class DuckChatMapping
         return new ChatTurn(role, m.Text);
     }).ToArray();
 
+    /// <summary>The message a server-kept conversation receives: the text of the last user message.</summary>
+    public static string LastUserText(IEnumerable<ChatMessage> messages) =>
+        messages.LastOrDefault(m => m.Role == ChatRole.User)?.Text
+        ?? throw new ArgumentException("a turn of a server-kept conversation (ChatOptions.ConversationId) needs a user message");
+
     public static ChatGenerationSettings Settings(ChatOptions? o) => o is null ? new() : new()
     {
         Temperature = o.Temperature, TopP = o.TopP, TopK = o.TopK, MaxTokens = o.MaxOutputTokens,

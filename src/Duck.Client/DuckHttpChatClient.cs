@@ -1,5 +1,6 @@
-// IChatClient over Duck's OpenAI-compatible HTTP API (POST /v1/chat/completions, JSON or server-sent events), for
-// .NET applications that use Microsoft.Extensions.AI with other chat models too. A refusal of the server becomes a
+// IChatClient over Duck's OpenAI-compatible HTTP API (POST /v1/chat/completions, server-sent events), for .NET
+// applications that use Microsoft.Extensions.AI with other chat models too; with ChatOptions.ConversationId, over
+// the Duck Chat session API (the server keeps the conversation and its KV cache). A refusal of the server becomes a
 // DuckApiException carrying its status and OpenAI error code.
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -44,7 +45,16 @@ public sealed class DuckHttpChatClient : IChatClient
     {
         string modelId = options?.ModelId ?? model;
         var body = Body(modelId, messages, options);
-        using var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
+        string path = "v1/chat/completions";
+        if (options?.ConversationId is { } conversation)
+        {
+            // A server-kept conversation (Duck Chat session): only the new user message travels.
+            body.Remove("messages");
+            body.Remove("model");
+            body["content"] = DuckChatMapping.LastUserText(messages);
+            path = $"v1/sessions/{Uri.EscapeDataString(conversation)}/messages";
+        }
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (!response.IsSuccessStatusCode) throw await ErrorAsync(response, cancellationToken);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken));
@@ -98,6 +108,21 @@ public sealed class DuckHttpChatClient : IChatClient
             return new DuckApiException((int)response.StatusCode, (string?)error?["code"], (string?)error?["message"] ?? text);
         }
         catch (JsonException) { return new DuckApiException((int)response.StatusCode, null, $"HTTP {(int)response.StatusCode}: {text}"); }
+    }
+
+    /// <summary>
+    /// Starts a conversation kept by the server (POST /v1/sessions) and returns its id: pass it as
+    /// <see cref="ChatOptions.ConversationId"/> and send only the new user message each turn.
+    /// </summary>
+    public async Task<string> CreateConversationAsync(string? systemPrompt = null, ChatOptions? defaults = null, CancellationToken ct = default)
+    {
+        var body = Body(defaults?.ModelId ?? model, [], defaults);
+        body.Remove("messages");
+        body.Remove("stream");
+        if (systemPrompt is not null) body["system"] = systemPrompt;
+        using var response = await http.PostAsync("v1/sessions", new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"), ct);
+        if (!response.IsSuccessStatusCode) throw await ErrorAsync(response, ct);
+        return (string)(await response.Content.ReadFromJsonAsync<JsonObject>(ct))!["id"]!;
     }
 
     /// <summary>The models the server lists at GET /v1/models.</summary>

@@ -1,5 +1,6 @@
 // IChatClient straight through an Orleans client (or inside a silo): each request is a one-shot completion grain
-// placed on a silo of the cluster, streaming the reply. For applications that already hold an IClusterClient.
+// placed on a silo of the cluster, streaming the reply; with ChatOptions.ConversationId, the turn goes to that
+// conversation's session grain instead. For applications that already hold an IClusterClient.
 using System.Runtime.CompilerServices;
 using Duck.Grains;
 using Microsoft.Extensions.AI;
@@ -16,9 +17,12 @@ public sealed class DuckOrleansChatClient(IGrainFactory grains, string model) : 
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         string modelId = options?.ModelId ?? model;
-        var request = new ChatCompletionRequest { Model = modelId, Messages = DuckChatMapping.Turns(messages), Settings = DuckChatMapping.Settings(options) };
+        var settings = DuckChatMapping.Settings(options);
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
-        await foreach (var chunk in grains.GetGrain<IChatCompletionGrain>(Guid.NewGuid()).CompleteAsync(request).WithCancellation(cancellationToken))
+        var chunks = options?.ConversationId is { } conversation
+            ? grains.GetGrain<IChatSessionGrain>(conversation).SendAsync(DuckChatMapping.LastUserText(messages), settings)
+            : grains.GetGrain<IChatCompletionGrain>(Guid.NewGuid()).CompleteAsync(new ChatCompletionRequest { Model = modelId, Messages = DuckChatMapping.Turns(messages), Settings = settings });
+        await foreach (var chunk in chunks.WithCancellation(cancellationToken))
         {
             if (chunk.Usage is { } u)
                 yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(DuckChatMapping.Usage(u.PromptTokens, u.CompletionTokens, u.CachedTokens))])
@@ -28,6 +32,17 @@ public sealed class DuckOrleansChatClient(IGrainFactory grains, string model) : 
             else if (chunk.Text.Length > 0) // empty chunks are the server's keep-alives
                 yield return new ChatResponseUpdate(ChatRole.Assistant, chunk.Text) { ModelId = modelId, ResponseId = id, MessageId = id };
         }
+    }
+
+    /// <summary>
+    /// Starts a conversation kept by the cluster (a session grain) and returns its id: pass it as
+    /// <see cref="ChatOptions.ConversationId"/> and send only the new user message each turn.
+    /// </summary>
+    public async Task<string> CreateConversationAsync(string? systemPrompt = null, ChatOptions? defaults = null)
+    {
+        string id = "sess_" + Guid.NewGuid().ToString("N");
+        await grains.GetGrain<IChatSessionGrain>(id).CreateAsync(new ChatSessionSpec { Model = defaults?.ModelId ?? model, SystemPrompt = systemPrompt, Settings = DuckChatMapping.Settings(defaults) });
+        return id;
     }
 
     /// <summary>The models the cluster serves.</summary>

@@ -1,5 +1,6 @@
 // Duck's IChatClient implementations against the real server: over HTTP, and over an external Orleans client
-// connected to the silo's gateway. Both return the engine's greedy reply with usage and a finish reason.
+// connected to the silo's gateway. Both return the engine's greedy reply with usage and a finish reason, and both
+// hold server-kept conversations (ChatOptions.ConversationId) whose follow-up turns reuse the KV cache.
 using System.Net;
 using Duck.Client;
 using ChatFormat = Duck.Core.Text.ChatFormat;
@@ -58,6 +59,30 @@ public sealed class DuckChatClientTests(ChatServer server) : IClassFixture<ChatS
         Assert.Equal("model_not_found", e.Code);
     }
 
+    /// <summary>Two turns of a server-kept conversation: the second reuses the first's cached prompt.</summary>
+    static async Task AssertConversationAsync(IChatClient client, string id)
+    {
+        var options = Greedy.Clone();
+        options.ConversationId = id;
+
+        var first = await client.GetResponseAsync([new(ChatRole.User, "Hi")], options);
+        var second = await client.GetResponseAsync([new(ChatRole.User, "Tell me more")], options);
+
+        Assert.True(second.Usage!.CachedInputTokenCount >= first.Usage!.InputTokenCount,
+            $"turn 2 reused {second.Usage.CachedInputTokenCount} tokens; turn 1's prompt was {first.Usage.InputTokenCount}");
+        Assert.True(second.Usage.InputTokenCount > first.Usage.InputTokenCount);
+    }
+
+    [Fact]
+    public async Task HttpClient_Conversation_ServerKeepsHistoryAndCache()
+    {
+        using var client = new DuckHttpChatClient(server.BaseUrl, ChatServer.Model, ChatServer.Key);
+
+        string id = await client.CreateConversationAsync("You are Duck.");
+
+        await AssertConversationAsync(client, id);
+    }
+
     [Fact]
     public async Task OrleansClient_GetResponse_EngineReplyWithUsage()
     {
@@ -74,6 +99,7 @@ public sealed class DuckChatClientTests(ChatServer server) : IClassFixture<ChatS
 
         var response = await client.GetResponseAsync(Hello, Greedy);
         var models = await client.ListModelsAsync();
+        await AssertConversationAsync(client, await client.CreateConversationAsync("You are Duck."));
         await host.StopAsync();
 
         Assert.Equal(Expected(), response.Text);
