@@ -20,6 +20,7 @@ public static class ClusterCommands
         cluster.Subcommands.Add(StatusCommand());
         cluster.Subcommands.Add(JobCommand("cancel", "Stop a job after checkpointing it", (job, _) => job.CancelAsync()));
         cluster.Subcommands.Add(JobCommand("resume", "Continue a cancelled or failed job from its newest checkpoint", (job, _) => job.ResumeAsync()));
+        cluster.Subcommands.Add(ClusterChatCommands.Deploy());
         root.Subcommands.Add(cluster);
     }
 
@@ -33,7 +34,8 @@ public static class ClusterCommands
         var httpPort = new Option<int>("--http-port") { Description = "First HTTP (health) port", DefaultValueFactory = _ => 8080 };
         var state = new Option<string>("--state") { Description = "Grain state folder", DefaultValueFactory = _ => Path.Combine("runs", "cluster", "state") };
         var json = new Option<bool>("--json") { Description = "One JSON line per ready silo" };
-        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json };
+        var models = new Option<string>("--models") { Description = "Chat models location (duck cluster deploy puts models there)", DefaultValueFactory = _ => ClusterChatCommands.DefaultModels };
+        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json, models };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             int n = pr.GetValue(silos);
@@ -51,6 +53,9 @@ public static class ClusterCommands
                                  ("HttpPort", pr.GetValue(httpPort) + i), ("PrimarySiloPort", pr.GetValue(siloPort)), ("TorchThreads", threads) })
                         start.ArgumentList.Add($"--Duck:Silo:{key}={value}");
                     start.ArgumentList.Add($"--Duck:Silo:StateStore={Path.GetFullPath(pr.GetValue(state)!)}");
+                    string modelsLocation = pr.GetValue(models)!;
+                    start.ArgumentList.Add($"--Duck:Chat:Models={(modelsLocation.StartsWith("azure:", StringComparison.OrdinalIgnoreCase) ? modelsLocation : Path.GetFullPath(modelsLocation))}");
+                    start.ArgumentList.Add($"--Duck:Chat:Threads={threads}");
                     var process = Process.Start(start) ?? throw new InvalidOperationException("could not start dotnet");
                     process.OutputDataReceived += (_, _) => { };
                     process.ErrorDataReceived += (_, e) => { if (e.Data is not null && pr.GetValue(json) == false) Console.Error.WriteLine($"silo {process.Id}: {e.Data}"); };

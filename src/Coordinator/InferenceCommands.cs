@@ -23,6 +23,7 @@ public static class InferenceCommands
         root.Subcommands.Add(ChatCommands.Chat());
         root.Subcommands.Add(TestCommand());
         BenchCommands.Group(root).Subcommands.Add(InferenceBench.Command());
+        BenchCommands.Group(root).Subcommands.Add(ServeBench.Command());
     }
 
     static Command ExportCommand()
@@ -71,14 +72,23 @@ public static class InferenceCommands
 
     static Command TestCommand()
     {
-        var model = new Option<string>("--model") { Description = "GGUF model file", Required = true };
+        var model = new Option<string?>("--model") { Description = "GGUF model file (with --cluster: the served model's name)" };
         var seed = new Option<int>("--seed") { Description = "Sampling seed", DefaultValueFactory = _ => 42 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens per reply", DefaultValueFactory = _ => 64 };
         var json = new Option<bool>("--json") { Description = "One JSON line per prompt, then a summary line" };
         var cmd = new Command("test", "Run the eight personality prompts (temperature 0.8, top-k 40) and report speed.");
         cmd.Options.Add(model); cmd.Options.Add(seed); cmd.Options.Add(maxTokens); cmd.Options.Add(json);
-        cmd.SetAction((ParseResult pr, CancellationToken ct) =>
+        var cluster = ClusterChatCommands.ClusterOptions.Create();
+        cluster.AddTo(cmd);
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
+            if (pr.GetValue(cluster.Cluster))
+            {
+                await using var chat = await ClusterChatCommands.ConnectAsync(pr, cluster, pr.GetValue(model), ct);
+                var chatOptions = new Microsoft.Extensions.AI.ChatOptions { Temperature = 0.8f, TopK = 40, Seed = pr.GetValue(seed), MaxOutputTokens = pr.GetValue(maxTokens) };
+                return await ClusterChatCommands.TestAsync(chat, chatOptions, pr.GetValue(json), ct);
+            }
+            if (pr.GetValue(model) is null) throw new UserErrorException("--model FILE is required (or --cluster to run the prompts on a running cluster)");
             var options = new SamplingOptions { Temperature = 0.8f, TopK = 40, Seed = pr.GetValue(seed), MaxTokens = pr.GetValue(maxTokens) }.Validate();
             using var m = InferenceModel.Load(pr.GetValue(model)!);
             bool asJson = pr.GetValue(json);
@@ -99,7 +109,7 @@ public static class InferenceCommands
             double avgTps = totalMs > 0 ? totalTokens / (totalMs / 1000) : 0;
             if (asJson) Cli.WriteJson(new { summary = true, prompts = PersonalityPrompts.Length, total_ms = Math.Round(totalMs, 1), tokens_per_s = Math.Round(avgTps, 1), peak_rss_bytes = peak });
             else Console.WriteLine($"summary: {PersonalityPrompts.Length} prompts, {totalTokens} tokens in {totalMs / 1000:F2} s, {avgTps:F1} tokens/s, peak memory {peak / 1e6:F0} MB");
-            return Task.FromResult(0);
+            return 0;
         });
         return cmd;
     }

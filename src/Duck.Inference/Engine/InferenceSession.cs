@@ -14,11 +14,18 @@ public sealed class InferenceSession
     readonly float[] lastLogits;
     KvCache cache;
 
+    /// <summary>Activation buffers lent by a caller that runs many sessions on one thread (the continuous batcher),
+    /// so each session does not keep buffers of its own; null uses the session's own.</summary>
+    internal ForwardScratch? BorrowedScratch { get; set; }
+    ForwardScratch Scratch => BorrowedScratch ?? scratch;
+
     public InferenceModel Model { get; }
     /// <summary>Tokens held in the KV cache.</summary>
     public IReadOnlyList<int> Tokens => tokens;
     public int Length => tokens.Count;
     public int ContextLength => Model.Config.ContextLength;
+    /// <summary>Bytes held by this session's KV cache (it grows with the tokens, up to the context window).</summary>
+    public long CacheBytes => cache.SizeBytes;
     /// <summary>Logits after the last appended token (empty before the first append).</summary>
     public ReadOnlySpan<float> LastLogits => tokens.Count == 0 ? [] : lastLogits;
 
@@ -61,7 +68,7 @@ public sealed class InferenceSession
             var positions = new int[chunk.Length];
             for (int i = 0; i < chunk.Length; i++) { caches[i] = cache; positions[i] = tokens.Count + i; }
             float[] logits = all is null ? lastLogits : new float[(long)chunk.Length * v];
-            Model.Forward(chunk, caches, positions, allLogits: all is not null, logits, scratch);
+            Model.Forward(chunk, caches, positions, allLogits: all is not null, logits, Scratch);
             if (all is not null)
             {
                 logits.CopyTo(all, (long)start * v);
@@ -113,12 +120,17 @@ public sealed class InferenceSession
             caches[i] = s.cache;
             positions[i] = s.Length;
         }
-        var logits = new float[(long)n * v];
-        model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].scratch);
-        for (int i = 0; i < n; i++)
+        // Pooled: a fresh [n, V] array per step would be large-object garbage at every token of a serving silo.
+        var logits = System.Buffers.ArrayPool<float>.Shared.Rent(n * v);
+        try
         {
-            sessions[i].tokens.Add(nextTokens[i]);
-            logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
+            model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].Scratch);
+            for (int i = 0; i < n; i++)
+            {
+                sessions[i].tokens.Add(nextTokens[i]);
+                logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
+            }
         }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(logits); }
     }
 }

@@ -60,11 +60,10 @@ public sealed class Sampler
         ApplyRepetitionPenalty(work, history, options.RepetitionPenalty, options.RepetitionWindow);
         if (options.Temperature == 0) return ArgMax(work);
 
-        // Candidates: indices sorted by logit, cut to top-k.
-        for (int i = 0; i < v; i++) order[i] = i;
+        // Candidates: the top-k indices by logit (ties: lower index first), in that order.
         int k = options.TopK > 0 ? Math.Min(options.TopK, v) : v;
-        var keys = work;
-        Array.Sort(order, (a, b) => keys[b].CompareTo(keys[a]) is var c && c != 0 ? c : a.CompareTo(b));
+        if (k < v) SelectTopK(work, order, k);
+        else SortCandidates(work, order);
         float max = work[order[0]];
         var probs = new double[k];
         double sum = 0;
@@ -88,6 +87,52 @@ public sealed class Sampler
             if (u <= 0) return order[i];
         }
         return order[n - 1];
+    }
+
+    /// <summary>The reference order: every index sorted by logit, descending, ties by index (kept as the oracle of <see cref="SelectTopK"/>).</summary>
+    internal static void SortCandidates(float[] keys, int[] order)
+    {
+        for (int i = 0; i < keys.Length; i++) order[i] = i;
+        Array.Sort(order, 0, keys.Length, Comparer<int>.Create((a, b) => Better(keys, a, b) ? -1 : Better(keys, b, a) ? 1 : 0));
+    }
+
+    /// <summary>
+    /// Effectively SortCandidates then keep order[0..k): the k best indices in the same order, found with a size-k
+    /// heap in one pass over the logits (O(V log k) rather than a full O(V log V) sort per sampled token).
+    /// </summary>
+    internal static void SelectTopK(float[] keys, int[] order, int k)
+    {
+        // order[0..k) is a heap whose root is the worst candidate kept so far.
+        for (int i = 0; i < k; i++) { order[i] = i; SiftUp(keys, order, i); }
+        for (int i = k; i < keys.Length; i++)
+            if (Better(keys, i, order[0])) { order[0] = i; SiftDown(keys, order, 0, k); }
+        Array.Sort(order, 0, k, Comparer<int>.Create((a, b) => Better(keys, a, b) ? -1 : Better(keys, b, a) ? 1 : 0));
+    }
+
+    static bool Better(float[] keys, int a, int b) => keys[a] > keys[b] || (keys[a] == keys[b] && a < b);
+
+    static void SiftUp(float[] keys, int[] heap, int i)
+    {
+        while (i > 0)
+        {
+            int parent = (i - 1) / 2;
+            if (!Better(keys, heap[parent], heap[i])) break;
+            (heap[parent], heap[i]) = (heap[i], heap[parent]);
+            i = parent;
+        }
+    }
+
+    static void SiftDown(float[] keys, int[] heap, int i, int count)
+    {
+        while (true)
+        {
+            int worst = i, left = 2 * i + 1, right = left + 1;
+            if (left < count && Better(keys, heap[worst], heap[left])) worst = left;
+            if (right < count && Better(keys, heap[worst], heap[right])) worst = right;
+            if (worst == i) return;
+            (heap[worst], heap[i]) = (heap[i], heap[worst]);
+            i = worst;
+        }
     }
 
     /// <summary>Divides positive logits (multiplies negative ones) of tokens among the last <paramref name="window"/> of <paramref name="history"/>.</summary>

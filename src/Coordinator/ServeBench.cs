@@ -1,0 +1,188 @@
+// `duck bench serve`: N concurrent conversations against a running cluster through the HTTP session API, each
+// sending its next message as soon as the previous streamed reply ends, for S seconds. Prints p50/p99 time to first
+// token, p50/p99 gaps between streamed chunks, aggregate reply tokens/s, requests and errors; then checks that each
+// conversation's stored history holds every exchange that succeeded. Several --url values spread the sessions and
+// let a session move on to the next silo when its silo stops answering (the failover drill): a failed turn is
+// retried with the next message until one succeeds; `errors` counts every failed attempt, `failed_turns` the turns
+// that failed at least once.
+using System.CommandLine;
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+
+namespace Duck.Coordinator;
+
+public static class ServeBench
+{
+    public static Command Command()
+    {
+        var urls = new Option<string>("--url") { Description = "Silo HTTP address(es), comma-separated", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        var key = new Option<string?>("--key") { Description = "API key (default: $DUCK_API_KEY)" };
+        var model = new Option<string?>("--model") { Description = "Served model (default: the only one)" };
+        var sessions = new Option<int>("--sessions") { Description = "Concurrent conversations", DefaultValueFactory = _ => 16 };
+        var seconds = new Option<int>("--seconds") { Description = "Duration of the load", DefaultValueFactory = _ => 30 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens per reply", DefaultValueFactory = _ => 32 };
+        var json = new Option<bool>("--json") { Description = "One JSON object" };
+        var cmd = new Command("serve", "Chat serving figures of a running cluster: TTFT, inter-token latency, tokens/s, errors") { urls, key, model, sessions, seconds, maxTokens, json };
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
+        {
+            int n = pr.GetValue(sessions), s = pr.GetValue(seconds), m = pr.GetValue(maxTokens);
+            if (n is < 1 or > 1024 || s < 1 || m < 1) throw new UserErrorException($"need --sessions in 1..1024, --seconds >= 1, --max-tokens >= 1 (got {n}, {s}, {m})");
+            var bases = pr.GetValue(urls)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(u => Uri.TryCreate(u.EndsWith('/') ? u : u + "/", UriKind.Absolute, out var uri) ? uri : throw new UserErrorException($"--url '{u}' is not an http address")).ToArray();
+            using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, ConnectTimeout = TimeSpan.FromSeconds(5) }) { Timeout = TimeSpan.FromSeconds(120) };
+            if ((pr.GetValue(key) ?? Environment.GetEnvironmentVariable("DUCK_API_KEY")) is { } apiKey) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+            string modelName = pr.GetValue(model) ?? await OnlyModelAsync(http, bases[0], ct);
+            var run = new Run(http, bases, modelName, m);
+            var clock = Stopwatch.StartNew();
+            var deadline = DateTime.UtcNow.AddSeconds(s);
+            await Task.WhenAll(Enumerable.Range(0, n).Select(i => run.ConversationAsync(i, deadline, ct)));
+            double elapsed = clock.Elapsed.TotalSeconds;
+            int mismatches = await run.VerifyHistoriesAsync(ct);
+            var result = new
+            {
+                model = modelName, sessions = n, seconds = Math.Round(elapsed, 1), max_tokens = m,
+                ttft_p50_ms = Percentile(run.Ttft, 50), ttft_p99_ms = Percentile(run.Ttft, 99),
+                itl_p50_ms = Percentile(run.Itl, 50), itl_p99_ms = Percentile(run.Itl, 99),
+                tokens_per_s = Math.Round(run.Tokens / elapsed, 1), tokens = run.Tokens, requests = run.Requests, errors = run.Errors,
+                failed_turns = run.FailedTurns, unrecovered_sessions = run.Unrecovered, history_mismatches = mismatches,
+            };
+            if (pr.GetValue(json)) Cli.WriteJson(result);
+            else Console.WriteLine($"{n} sessions x {elapsed:F0} s on '{modelName}': TTFT p50 {result.ttft_p50_ms} ms, p99 {result.ttft_p99_ms} ms; " +
+                                   $"inter-token p50 {result.itl_p50_ms} ms, p99 {result.itl_p99_ms} ms; {result.tokens_per_s} tokens/s; " +
+                                   $"{run.Requests} requests, {run.Errors} errors ({run.FailedTurns} turns failed at least once, {run.Unrecovered} conversations unrecovered); " +
+                                   $"{mismatches} conversations with a history mismatch");
+            return run.Errors == 0 && mismatches == 0 ? 0 : 1;
+        });
+        return cmd;
+    }
+
+    static async Task<string> OnlyModelAsync(HttpClient http, Uri baseUrl, CancellationToken ct)
+    {
+        HttpResponseMessage response;
+        try { response = await http.GetAsync(new Uri(baseUrl, "v1/models"), ct); }
+        catch (HttpRequestException e) { throw new UserErrorException($"cannot reach {baseUrl}: {e.Message}; start a cluster with `duck cluster up`"); }
+        using var _ = response;
+        if (!response.IsSuccessStatusCode) throw new UserErrorException($"GET {baseUrl}v1/models answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(ct)}");
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct));
+        var names = doc.RootElement.GetProperty("data").EnumerateArray().Select(e => e.GetProperty("id").GetString()!).ToArray();
+        return names.Length == 1 ? names[0] : throw new UserErrorException($"the cluster serves {names.Length} models ({string.Join(", ", names)}): pick one with --model");
+    }
+
+    static double Percentile(List<double> values, int p)
+    {
+        lock (values)
+        {
+            if (values.Count == 0) return 0;
+            var sorted = values.Order().ToArray();
+            return Math.Round(sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p / 100.0 * sorted.Length) - 1)], 1);
+        }
+    }
+
+    sealed class Run(HttpClient http, Uri[] bases, string model, int maxTokens)
+    {
+        public readonly List<double> Ttft = new(), Itl = new();
+        readonly List<(string Id, int Exchanges, Uri Base)> done = new();
+        long tokens, requests, errors, failedTurns, unrecovered;
+        public long Tokens => Interlocked.Read(ref tokens);
+        /// <summary>Turns that failed at least once (a conversation retries until one succeeds): the requests lost in flight.</summary>
+        public long FailedTurns => Interlocked.Read(ref failedTurns);
+        /// <summary>Conversations whose last attempt failed.</summary>
+        public long Unrecovered => Interlocked.Read(ref unrecovered);
+        public long Requests => Interlocked.Read(ref requests);
+        public long Errors => Interlocked.Read(ref errors);
+
+        public async Task ConversationAsync(int index, DateTime deadline, CancellationToken ct)
+        {
+            int silo = index % bases.Length;
+            string? id = null;
+            int exchanges = 0, turn = 0;
+            bool failing = false;
+            while (DateTime.UtcNow < deadline && !ct.IsCancellationRequested)
+            {
+                try
+                {
+                    id ??= await CreateAsync(bases[silo], index, ct);
+                    string message = InferenceCommands.PersonalityPrompts[(index + turn++) % InferenceCommands.PersonalityPrompts.Length];
+                    Interlocked.Increment(ref requests);
+                    await TurnAsync(bases[silo], id, message, ct);
+                    exchanges++;
+                    failing = false;
+                }
+                catch (Exception) when (!ct.IsCancellationRequested)
+                {
+                    Interlocked.Increment(ref errors);
+                    if (!failing) Interlocked.Increment(ref failedTurns);
+                    failing = true;
+                    silo = (silo + 1) % bases.Length; // this silo may be gone: the conversation continues through another
+                    await Task.Delay(200, ct);
+                }
+            }
+            if (failing) Interlocked.Increment(ref unrecovered);
+            if (id is not null) lock (done) done.Add((id, exchanges, bases[silo]));
+        }
+
+        async Task<string> CreateAsync(Uri baseUrl, int index, CancellationToken ct)
+        {
+            string body = JsonSerializer.Serialize(new { model, max_tokens = maxTokens, temperature = 0.8, seed = index });
+            using var response = await http.PostAsync(new Uri(baseUrl, "v1/sessions"), new StringContent(body, Encoding.UTF8, "application/json"), ct);
+            string text = await response.Content.ReadAsStringAsync(ct);
+            if (!response.IsSuccessStatusCode) throw new HttpRequestException($"create session: {(int)response.StatusCode} {text}");
+            using var doc = JsonDocument.Parse(text);
+            return doc.RootElement.GetProperty("id").GetString()!;
+        }
+
+        async Task TurnAsync(Uri baseUrl, string id, string message, CancellationToken ct)
+        {
+            string body = JsonSerializer.Serialize(new { content = message, stream = true });
+            var start = Stopwatch.GetTimestamp();
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(baseUrl, $"v1/sessions/{id}/messages")) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+            if (!response.IsSuccessStatusCode) throw new HttpRequestException($"message: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(ct)}");
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(ct));
+            long? last = null;
+            var gaps = new List<double>();
+            double? ttft = null;
+            bool finished = false;
+            string? line;
+            while ((line = await reader.ReadLineAsync(ct)) is not null)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                if (line == "data: [DONE]") { finished = true; break; }
+                using var doc = JsonDocument.Parse(line.AsMemory(6));
+                var root = doc.RootElement;
+                if (root.TryGetProperty("error", out var error)) throw new HttpRequestException($"in-band error: {error}");
+                if (root.TryGetProperty("usage", out var usage)) Interlocked.Add(ref tokens, usage.GetProperty("completion_tokens").GetInt32());
+                foreach (var choice in root.GetProperty("choices").EnumerateArray())
+                {
+                    if (!choice.GetProperty("delta").TryGetProperty("content", out var content) || content.GetString() is not { Length: > 0 }) continue;
+                    long now = Stopwatch.GetTimestamp();
+                    if (last is null) ttft = Stopwatch.GetElapsedTime(start, now).TotalMilliseconds;
+                    else gaps.Add(Stopwatch.GetElapsedTime(last.Value, now).TotalMilliseconds);
+                    last = now;
+                }
+            }
+            if (!finished) throw new HttpRequestException("the reply stream ended without [DONE]");
+            if (ttft is { } t) lock (Ttft) Ttft.Add(t);
+            lock (Itl) Itl.AddRange(gaps);
+        }
+
+        /// <summary>Conversations whose stored history does not hold exactly two messages per successful exchange.</summary>
+        public async Task<int> VerifyHistoriesAsync(CancellationToken ct)
+        {
+            int bad = 0;
+            foreach (var (id, exchanges, baseUrl) in done)
+            {
+                try
+                {
+                    using var response = await http.GetAsync(new Uri(baseUrl, $"v1/sessions/{id}"), ct);
+                    using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct));
+                    if (!response.IsSuccessStatusCode || doc.RootElement.GetProperty("messages").GetArrayLength() != 2 * exchanges) bad++;
+                }
+                catch (Exception) when (!ct.IsCancellationRequested) { bad++; }
+            }
+            return bad;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+// Continuous batching over one shared model: a dedicated thread owns every forward pass of the model. Each loop
+// prefills one chunk of a newly arrived prompt, then advances every running generation by one token in a single
+// InferenceSession.DecodeBatch call, so N conversations cost one batched ternary pass per token instead of N.
+// Generations join and leave between steps. Callers only wait on channels: no caller thread ever runs the model.
+// Not the chat template, the history or persistence (the session grains do that).
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text;
+using System.Threading.Channels;
+
+namespace Duck.Inference.Engine;
+
+/// <summary>The outcome of one generation, complete when its text channel has ended.</summary>
+public sealed record GenerationSummary(int PromptTokens, int CachedTokens, int GeneratedTokens, StopReason StopReason, double TimeToFirstTokenMs);
+
+/// <summary>A running generation: its text pieces as they are produced, then its summary.</summary>
+public sealed class GenerationStream
+{
+    internal readonly Channel<string> Pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    internal readonly TaskCompletionSource<GenerationSummary> Result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Text pieces in order; the channel completes (with the failure, if any) when generation ends.</summary>
+    public ChannelReader<string> Text => Pieces.Reader;
+    /// <summary>Counters and the stop reason; completes after the last piece.</summary>
+    public Task<GenerationSummary> Completion => Result.Task;
+}
+
+/// <summary>Schedules the generations of many sessions over one model; see the file header.</summary>
+public sealed class ContinuousBatcher : IDisposable
+{
+    /// <summary>Most prompt tokens prefilled per loop, so a long prompt delays the others' next token by one chunk only.</summary>
+    public const int PrefillChunkTokens = 64;
+
+    readonly InferenceModel model;
+    readonly int maxBatchSize;
+    readonly ConcurrentQueue<Generation> incoming = new();
+    readonly SemaphoreSlim wake = new(0);
+    readonly Thread thread;
+    readonly CancellationTokenSource stopping = new();
+    readonly ForwardScratch scratch = new(); // lent to every session while the batcher runs it: one set of buffers per model
+    long decodeSteps, decodedTokens;
+
+    /// <param name="maxBatchSize">Most generations advanced in one batched pass; more wait for a free slot.</param>
+    public ContinuousBatcher(InferenceModel model, int maxBatchSize = 64, string name = "model")
+    {
+        if (maxBatchSize < 1) throw new ArgumentException($"maxBatchSize must be at least 1, got {maxBatchSize}");
+        this.model = model;
+        this.maxBatchSize = maxBatchSize;
+        thread = new Thread(Loop) { IsBackground = true, Name = $"duck-batcher-{name}" };
+        thread.Start();
+    }
+
+    public InferenceModel Model => model;
+    /// <summary>Batched decode passes run so far.</summary>
+    public long DecodeSteps => Interlocked.Read(ref decodeSteps);
+    /// <summary>Tokens decoded by those passes (their mean batch size is DecodedTokens / DecodeSteps).</summary>
+    public long DecodedTokens => Interlocked.Read(ref decodedTokens);
+
+    /// <summary>
+    /// Queues a generation continuing <paramref name="session"/> with <paramref name="promptTokens"/>, the whole
+    /// prompt: the session's cached tokens that match its start are reused and only the rest is prefilled.
+    /// The session must not be used by anyone else until the stream completes. Cancelling <paramref name="ct"/>
+    /// ends the generation at the next step (StopReason.Cancelled).
+    /// </summary>
+    public GenerationStream Submit(InferenceSession session, IReadOnlyList<int> promptTokens, SamplingOptions options, CancellationToken ct = default)
+    {
+        ObjectDisposedException.ThrowIf(stopping.IsCancellationRequested, this);
+        if (session.Model != model) throw new ArgumentException("the session belongs to another model");
+        options.Validate();
+        if (promptTokens.Count == 0) throw new ArgumentException("the prompt is empty");
+        if (promptTokens.Count >= session.ContextLength)
+            throw new ArgumentException($"the prompt is {promptTokens.Count} tokens; the context window is {session.ContextLength}");
+        var g = new Generation(session, promptTokens.ToArray(), options, ct);
+        incoming.Enqueue(g);
+        wake.Release();
+        return g.Stream;
+    }
+
+    void Loop()
+    {
+        var running = new List<Generation>();
+        var prefilling = new Queue<Generation>();
+        while (!stopping.IsCancellationRequested)
+        {
+            if (running.Count == 0 && prefilling.Count == 0)
+            {
+                try { wake.Wait(stopping.Token); } catch (OperationCanceledException) { break; }
+            }
+            while (running.Count + prefilling.Count < maxBatchSize && incoming.TryDequeue(out var g)) prefilling.Enqueue(g);
+            if (prefilling.TryPeek(out var next) && PrefillChunk(next))
+            {
+                prefilling.Dequeue();
+                if (!next.Finished) running.Add(next);
+            }
+            DecodeStep(running);
+            running.RemoveAll(g => g.Finished);
+        }
+        foreach (var g in running.Concat(prefilling).Concat(incoming)) g.Fail(new ObjectDisposedException(nameof(ContinuousBatcher)));
+    }
+
+    /// <summary>Prefills one chunk of the generation's prompt; true when the prompt is done (and its first token sampled).</summary>
+    bool PrefillChunk(Generation g)
+    {
+        try
+        {
+            if (g.Cancelled) { g.Finish(StopReason.Cancelled); return true; }
+            var s = g.Session;
+            s.BorrowedScratch = scratch;
+            if (g.PrefillOffset < 0)
+            {
+                // Reuse the longest cached prefix, keeping at least one prompt token to compute fresh logits from.
+                int keep = 0, limit = Math.Min(s.Length, g.Prompt.Length - 1);
+                while (keep < limit && s.Tokens[keep] == g.Prompt[keep]) keep++;
+                if (keep < s.Length) s.Truncate(keep);
+                g.CachedTokens = keep;
+                g.PrefillOffset = keep;
+            }
+            int n = Math.Min(PrefillChunkTokens, g.Prompt.Length - g.PrefillOffset);
+            s.Append(g.Prompt.AsSpan(g.PrefillOffset, n));
+            g.PrefillOffset += n;
+            if (g.PrefillOffset < g.Prompt.Length) return false;
+            g.SampleNext();
+            return true;
+        }
+        catch (Exception e)
+        {
+            g.Fail(e);
+            return true;
+        }
+        finally { g.Session.BorrowedScratch = null; }
+    }
+
+    void DecodeStep(List<Generation> running)
+    {
+        var batch = new List<Generation>(running.Count);
+        foreach (var g in running)
+        {
+            if (g.Finished) continue;
+            if (g.Cancelled) g.Finish(StopReason.Cancelled);
+            else batch.Add(g);
+        }
+        if (batch.Count == 0) return;
+        var tokens = new int[batch.Count];
+        for (int i = 0; i < batch.Count; i++) tokens[i] = batch[i].PendingToken;
+        var sessions = batch.Select(g => g.Session).ToArray();
+        sessions[0].BorrowedScratch = scratch;
+        try
+        {
+            InferenceSession.DecodeBatch(sessions, tokens);
+            Interlocked.Increment(ref decodeSteps);
+            Interlocked.Add(ref decodedTokens, batch.Count);
+        }
+        catch (Exception e)
+        {
+            foreach (var g in batch) g.Fail(e);
+            return;
+        }
+        finally { sessions[0].BorrowedScratch = null; }
+        // Sampling is per generation and independent: spread it over the model's worker threads.
+        model.Pool.For(batch.Count, i => batch[i].SampleNext());
+    }
+
+    public void Dispose()
+    {
+        if (stopping.IsCancellationRequested) return;
+        stopping.Cancel();
+        thread.Join();
+    }
+
+    /// <summary>One request's generation state; touched only by the batcher thread (TextGenerator.Run, step by step).</summary>
+    sealed class Generation(InferenceSession session, int[] prompt, SamplingOptions options, CancellationToken ct)
+    {
+        readonly Sampler sampler = new(options);
+        readonly TokenTextDecoder decoder = new();
+        readonly StringBuilder pending = new();
+        readonly Stopwatch clock = Stopwatch.StartNew();
+        int generated;
+        double firstTokenMs;
+
+        public readonly GenerationStream Stream = new();
+        public InferenceSession Session => session;
+        public int[] Prompt => prompt;
+        public int PrefillOffset = -1;
+        public int CachedTokens;
+        public int PendingToken;
+        public bool Finished;
+        public bool Cancelled => ct.IsCancellationRequested;
+
+        /// <summary>Samples from the session's last logits; either finishes or leaves a token to decode next step.</summary>
+        public void SampleNext()
+        {
+            try
+            {
+                if (Cancelled) { Finish(StopReason.Cancelled); return; }
+                int token = sampler.Sample(session.LastLogits, session.Tokens);
+                if (generated == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
+                generated++;
+                if (token == options.EndOfTextToken) { Finish(StopReason.EndOfText); return; }
+                pending.Append(decoder.Append(token));
+                var (emit, stopped) = TextGenerator.SplitAtStop(pending, options.StopSequences);
+                if (emit.Length > 0) Stream.Pieces.Writer.TryWrite(emit);
+                if (stopped) { Finish(StopReason.StopSequence); return; }
+                if (generated >= options.MaxTokens) { Finish(StopReason.MaxTokens); return; }
+                if (session.Length >= session.ContextLength) { Finish(StopReason.ContextFull); return; }
+                PendingToken = token;
+            }
+            catch (Exception e) { Fail(e); }
+        }
+
+        public void Finish(StopReason reason)
+        {
+            if (Finished) return;
+            Finished = true;
+            if (reason != StopReason.StopSequence)
+            {
+                pending.Append(decoder.Flush());
+                if (pending.Length > 0) Stream.Pieces.Writer.TryWrite(pending.ToString());
+            }
+            Stream.Pieces.Writer.TryComplete();
+            Stream.Result.TrySetResult(new GenerationSummary(prompt.Length, CachedTokens, generated, reason, firstTokenMs));
+        }
+
+        public void Fail(Exception e)
+        {
+            if (Finished) return;
+            Finished = true;
+            Stream.Pieces.Writer.TryComplete(e);
+            Stream.Result.TrySetException(e);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+// Chat serving settings of a silo, bound from "Duck:Chat" (appsettings.json, DUCK_ environment variables,
+// --Duck:Chat:Key=value) and validated at start with the offending key named; AddDuckChat wires the model host
+// (Duck.Grains.Chat) and the API's limits. Not the endpoints: see ChatEndpoints.cs.
+using Duck.Grains.Chat;
+
+namespace Duck.Silo.ChatApi;
+
+/// <summary>Everything under "Duck:Chat".</summary>
+public sealed record ChatApiOptions
+{
+    /// <summary>Where the models are: a folder of NAME.gguf files or "azure:container[/prefix]" (`duck cluster deploy` writes there).</summary>
+    public string Models { get; init; } = Path.Combine("runs", "cluster", "models");
+    /// <summary>Inference threads per model (0: all cores).</summary>
+    public int Threads { get; init; }
+    /// <summary>Most conversations advanced in one batched decode pass per model.</summary>
+    public int MaxBatchSize { get; init; } = 64;
+    /// <summary>Reply length when a request does not set max_tokens.</summary>
+    public int DefaultMaxTokens { get; init; } = 128;
+    /// <summary>Largest max_tokens a request may ask for.</summary>
+    public int MaxTokensLimit { get; init; } = 1024;
+    /// <summary>Local folder for models downloaded from Azure Blob storage (default: the temp folder).</summary>
+    public string? CacheFolder { get; init; }
+    /// <summary>Accepted Bearer keys. Empty means no key is asked for, which only localhost clustering (the embedded default) allows.</summary>
+    public string[] ApiKeys { get; init; } = [];
+    /// <summary>Largest request body in bytes (413 beyond).</summary>
+    public int MaxRequestBytes { get; init; } = 1 << 20;
+    /// <summary>Chat requests served at once by this silo (429 beyond).</summary>
+    public int MaxConcurrentRequests { get; init; } = 128;
+
+    public ChatServingOptions Serving => new()
+    {
+        Models = Models, Threads = Threads, MaxBatchSize = MaxBatchSize, DefaultMaxTokens = DefaultMaxTokens,
+        MaxTokensLimit = MaxTokensLimit, CacheFolder = CacheFolder,
+    };
+
+    /// <summary>Throws naming the key of the first impossible value.</summary>
+    public ChatApiOptions Validate(bool keysRequired)
+    {
+        string S = ChatApiHosting.Section;
+        if (string.IsNullOrWhiteSpace(Models)) throw new ArgumentException($"{S}:Models is empty; give a folder or azure:container[/prefix]");
+        if (Threads < 0) throw new ArgumentException($"{S}:Threads must be >= 0 (0: all cores), got {Threads}");
+        if (MaxBatchSize < 1) throw new ArgumentException($"{S}:MaxBatchSize must be >= 1, got {MaxBatchSize}");
+        if (MaxTokensLimit < 1) throw new ArgumentException($"{S}:MaxTokensLimit must be >= 1, got {MaxTokensLimit}");
+        if (DefaultMaxTokens < 1 || DefaultMaxTokens > MaxTokensLimit)
+            throw new ArgumentException($"{S}:DefaultMaxTokens must be in 1..{S}:MaxTokensLimit ({MaxTokensLimit}), got {DefaultMaxTokens}");
+        if (MaxRequestBytes < 1024) throw new ArgumentException($"{S}:MaxRequestBytes must be >= 1024, got {MaxRequestBytes}");
+        if (MaxConcurrentRequests < 1) throw new ArgumentException($"{S}:MaxConcurrentRequests must be >= 1, got {MaxConcurrentRequests}");
+        if (ApiKeys.Any(k => string.IsNullOrWhiteSpace(k) || k.Length < 8))
+            throw new ArgumentException($"{S}:ApiKeys holds an empty or short key; keys need at least 8 characters");
+        if (keysRequired && ApiKeys.Length == 0)
+            throw new ArgumentException($"{S}:ApiKeys is empty: outside localhost clustering the chat API needs at least one key (--{S}:ApiKeys:0=KEY)");
+        return this;
+    }
+}
+
+public static class ChatApiHosting
+{
+    public const string Section = "Duck:Chat";
+
+    /// <summary>Binds and validates "Duck:Chat" (unknown keys are an error) and registers the model host and the API's services.</summary>
+    public static WebApplicationBuilder AddDuckChat(this WebApplicationBuilder builder)
+    {
+        var section = builder.Configuration.GetSection(Section);
+        var known = typeof(ChatApiOptions).GetProperties().Where(p => p.CanWrite).Select(p => p.Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        foreach (var child in section.GetChildren())
+            if (!known.Contains(child.Key)) throw new ArgumentException($"unknown configuration key {Section}:{child.Key}; known keys: {string.Join(", ", known)}");
+        ChatApiOptions options;
+        try { options = section.Get<ChatApiOptions>() ?? new ChatApiOptions(); }
+        catch (InvalidOperationException e) { throw new ArgumentException($"{Section}: {e.Message}"); }
+        string clustering = builder.Configuration["Duck:Silo:Clustering"] ?? "localhost";
+        options.Validate(keysRequired: !clustering.Equals("localhost", StringComparison.OrdinalIgnoreCase));
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(new ChatRequestGate(options.MaxConcurrentRequests));
+        builder.Services.AddDuckChatServing(options.Serving);
+        return builder;
+    }
+}
+
+/// <summary>Counts chat requests in flight; a request beyond the limit is refused (429) rather than queued.</summary>
+public sealed class ChatRequestGate(int limit)
+{
+    int inFlight;
+
+    public bool TryEnter()
+    {
+        if (Interlocked.Increment(ref inFlight) <= limit) return true;
+        Interlocked.Decrement(ref inFlight);
+        return false;
+    }
+
+    public void Exit() => Interlocked.Decrement(ref inFlight);
+}

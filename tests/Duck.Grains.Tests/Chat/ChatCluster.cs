@@ -1,0 +1,56 @@
+// Test scaffolding for the chat grains: a models folder holding one tiny random model ("tiny", context 64) and
+// in-process clusters whose silos serve it, wired like src/Silo, with fast failure detection.
+using Duck.Grains.Chat;
+using Duck.Inference.Tests;
+using Orleans.Configuration;
+using Orleans.Hosting;
+using Orleans.TestingHost;
+
+namespace Duck.Grains.Tests.Chat;
+
+static class ChatCluster
+{
+    public const string Model = "tiny";
+
+    /// <summary>A fresh folder with tiny.gguf (random weights, seed 5).</summary>
+    public static string ModelsFolder()
+    {
+        string folder = Directory.CreateTempSubdirectory("duck-chat-models-").FullName;
+        File.Move(TestModels.WriteGguf(TestModels.Tiny(), seed: 5), Path.Combine(folder, Model + ".gguf"));
+        return folder;
+    }
+
+    public static async Task<InProcessTestCluster> StartAsync(int silos, string models, string? state = null)
+    {
+        state ??= Directory.CreateTempSubdirectory("duck-chat-state-").FullName;
+        var builder = new InProcessTestClusterBuilder((short)silos);
+        builder.ConfigureSilo((_, silo) =>
+        {
+            silo.AddDuckTraining(new DuckSiloOptions { StateStore = state, TorchThreads = 1 });
+            silo.Services.AddDuckChatServing(new ChatServingOptions { Models = models, Threads = 1, DefaultMaxTokens = 8 });
+            silo.Configure<ClusterMembershipOptions>(o =>
+            {
+                o.ProbeTimeout = TimeSpan.FromSeconds(1);
+                o.NumMissedProbesLimit = 2;
+                o.NumVotesForDeathDeclaration = 1;
+                o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);
+            });
+        });
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        return cluster;
+    }
+
+    /// <summary>The reply's text and its usage.</summary>
+    public static async Task<(string Text, ChatUsage Usage)> ReadAsync(IAsyncEnumerable<ChatChunk> chunks)
+    {
+        var text = new System.Text.StringBuilder();
+        ChatUsage? usage = null;
+        await foreach (var c in chunks)
+        {
+            text.Append(c.Text);
+            if (c.Usage is not null) usage = c.Usage;
+        }
+        return (text.ToString(), usage ?? throw new InvalidOperationException("the stream ended without usage"));
+    }
+}
