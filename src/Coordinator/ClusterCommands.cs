@@ -17,6 +17,7 @@ public static class ClusterCommands
         var cluster = new Command("cluster", "Train on an Orleans cluster of silos");
         cluster.Subcommands.Add(UpCommand());
         cluster.Subcommands.Add(TrainCommand());
+        cluster.Subcommands.Add(FinetuneCommand());
         cluster.Subcommands.Add(StatusCommand());
         cluster.Subcommands.Add(JobCommand("cancel", "Stop a job after checkpointing it", (job, _) => job.CancelAsync()));
         cluster.Subcommands.Add(JobCommand("resume", "Continue a cancelled or failed job from its newest checkpoint", (job, _) => job.ResumeAsync()));
@@ -156,6 +157,64 @@ public static class ClusterCommands
             var grain = connection.Client.GetGrain<ITrainingJobGrain>(id);
             var status = await grain.SubmitAsync(spec);
             if (!pr.GetValue(json)) Console.WriteLine($"job {id}: {spec.Preset}, {spec.Workers} workers, {spec.Steps} steps, {compression} gradients, checkpoints {store}");
+            return await FollowAsync(grain, status, pr.GetValue(json), ct);
+        });
+        return cmd;
+    }
+
+    static Command FinetuneCommand()
+    {
+        var baseCheckpoint = new Option<string>("--base") { Description = "Pretrained checkpoint (folder, run folder or azure:CONTAINER[/PREFIX]) visible to every silo", Required = true };
+        var data = new Option<string>("--data") { Description = "Persona conversations (JSONL) visible to every silo", DefaultValueFactory = _ => FinetuneCommands.DefaultPersonaFile };
+        var valData = new Option<string?>("--val-data") { Description = "Held-out conversations (default: DATA's .heldout.jsonl sibling when it exists)" };
+        var pretrain = new Option<string>("--pretrain-data") { Description = "Prepared data folder for the pretraining mix", DefaultValueFactory = _ => Path.Combine("data", "brown") };
+        var mix = new Option<double>("--mix") { Description = "Share of rows that are pretraining text", DefaultValueFactory = _ => 0.15 };
+        var workers = new Option<int>("--workers") { Description = "Worker grains", DefaultValueFactory = _ => 2 };
+        var gateway = Gateway();
+        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary, none or fp16", DefaultValueFactory = _ => "ternary" };
+        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 240)" };
+        var batch = new Option<int?>("--batch-size") { Description = "Sequences per worker per step (default: the fine-tune's batch divided among the workers)" };
+        var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-duck-TIMESTAMP)" };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps", DefaultValueFactory = _ => 50 };
+        var json = new Option<bool>("--json") { Description = "One JSON line per step and a final line" };
+        var cmd = new Command("finetune", "Submit a persona fine-tune (loss on the replies only) to the cluster and follow it")
+            { baseCheckpoint, data, valData, pretrain, mix, workers, gateway, compress, steps, batch, job, checkpointEvery, json };
+        cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
+        {
+            var loaded = await TrainingRun.LoadCheckpointAsync(pr.GetValue(baseCheckpoint)!, ct);
+            var model = System.Text.Json.JsonSerializer.Deserialize<Duck.Core.Model.ModelConfig>(loaded.Manifest.Model)!;
+            string p = System.Text.Json.JsonSerializer.Deserialize<Duck.Model.TrainingOptions>(loaded.Manifest.Training)?.Preset ?? "";
+            if (!Duck.Core.Model.ModelPresets.All.ContainsKey(p) || (Duck.Core.Model.ModelPresets.Get(p) with { VocabSize = model.VocabSize }) != model)
+                throw new UserErrorException($"the base checkpoint's model is not a preset the cluster trains ('{p}'); fine-tune it with duck finetune");
+            string dataFile = Path.GetFullPath(pr.GetValue(data)!);
+            var conversations = FinetuneCommands.LoadPersona(dataFile);
+            string? val = pr.GetValue(valData) is { } v ? Path.GetFullPath(v) : FinetuneCommands.HeldOutSibling(dataFile);
+            if (val is not null) FinetuneCommands.LoadPersona(val);
+            var defaults = Duck.Model.TrainingOptions.ForFinetune(Duck.Model.TrainingOptions.ForPreset(p), model.ContextLength, model.ModelDim);
+            int k = pr.GetValue(workers);
+            if (k < 1 || k > conversations.Count) throw new UserErrorException($"--workers must be in 1..{conversations.Count} (the conversations), got {k}");
+            string id = pr.GetValue(job) ?? $"{p}-duck-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
+            var compression = pr.GetValue(compress) switch
+            {
+                "ternary" => GradientCompression.Ternary, "none" => GradientCompression.None, "fp16" => GradientCompression.Fp16,
+                var other => throw new UserErrorException($"--compress must be ternary, none or fp16, got '{other}'"),
+            };
+            var spec = new JobSpec
+            {
+                Preset = p, VocabSize = model.VocabSize, DataFolder = Path.GetFullPath(pr.GetValue(pretrain)!), Workers = k,
+                Steps = pr.GetValue(steps) ?? defaults.Steps, BatchSize = pr.GetValue(batch) ?? Math.Max(1, defaults.BatchSize / k),
+                SequenceLength = defaults.SequenceLength, Compression = compression, CheckpointEvery = pr.GetValue(checkpointEvery),
+                CheckpointStore = Path.GetFullPath(Path.Combine("runs", "cluster", id, "checkpoints")), EvalBatches = defaults.EvalBatches,
+                BaseCheckpoint = FinetuneCommands.ResolvedLocation(pr.GetValue(baseCheckpoint)!, loaded), ChatData = dataFile, ChatValidationData = val ?? "",
+                PretrainMix = pr.GetValue(mix),
+            };
+            try { spec.Validate(); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
+            await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
+            var grain = connection.Client.GetGrain<ITrainingJobGrain>(id);
+            var status = await grain.SubmitAsync(spec);
+            if (!pr.GetValue(json))
+                Console.WriteLine($"job {id}: fine-tune of {spec.BaseCheckpoint} on {conversations.Count} conversations, {k} workers, {spec.Steps} steps, " +
+                                  $"{compression} gradients, checkpoints {spec.CheckpointStore}");
             return await FollowAsync(grain, status, pr.GetValue(json), ct);
         });
         return cmd;

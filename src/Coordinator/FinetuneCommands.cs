@@ -35,16 +35,6 @@ public static class FinetuneCommands
 
     public static void Register(RootCommand root) => root.Subcommands.Add(Command());
 
-    /// <summary>Fine-tuning defaults from the base run's options: the whole context per row, the rate of pretraining's
-    /// first stage without weight decay, and evaluation on the full held-out set. On mini (about 20 epochs of the
-    /// persona at a 0.15 mix) 240 steps at 2e-3 lowered the held-out reply loss by 37%; 150 at 1.5e-3 by 35%.</summary>
-    public static TrainingOptions Defaults(TrainingOptions pretraining, ModelConfig model) => pretraining with
-    {
-        Steps = 240, SequenceLength = Math.Min(model.ContextLength, 256), BatchSize = model.ModelDim <= 64 ? 8 : 16, GradAccumulation = 1,
-        LearningRate = 2e-3, SecondStageLearningRate = 1e-3, WarmupSteps = 10, WeightDecay = 0,
-        EvalEvery = 25, EvalBatches = 100, CheckpointEvery = 50,
-    };
-
     static Command Command()
     {
         var baseCheckpoint = new Option<string?>("--base") { Description = "Pretrained checkpoint: checkpoint folder, run folder (newest) or azure:CONTAINER[/PREFIX]" };
@@ -95,7 +85,7 @@ public static class FinetuneCommands
                 baseLoaded = await TrainingRun.LoadCheckpointAsync(basePath, ct);
                 model = baseLoaded.Manifest.Model.Deserialize<ModelConfig>()!;
                 var pretraining = baseLoaded.Manifest.Training.Deserialize<TrainingOptions>() ?? new TrainingOptions();
-                options = Defaults(pretraining, model);
+                options = TrainingOptions.ForFinetune(pretraining, model.ContextLength, model.ModelDim);
                 options = options with
                 {
                     Steps = pr.GetValue(steps) ?? options.Steps, LearningRate = pr.GetValue(lr) ?? options.LearningRate,
@@ -201,7 +191,7 @@ public static class FinetuneCommands
     }
 
     /// <summary>Where the base checkpoint lives, pinned to the exact checkpoint (a run folder's newest may change later).</summary>
-    static string ResolvedLocation(string path, LoadedCheckpoint loaded)
+    public static string ResolvedLocation(string path, LoadedCheckpoint loaded)
     {
         if (path.StartsWith("azure:", StringComparison.OrdinalIgnoreCase)) return path;
         string full = Path.GetFullPath(path);

@@ -75,6 +75,17 @@ public sealed record JobSpec
     [Id(19)] public double OuterLearningRate { get; init; } = 0.7;
     /// <summary>Outer Nesterov momentum of the low-communication mode (DiLoCo: 0.9).</summary>
     [Id(20)] public double OuterMomentum { get; init; } = 0.9;
+    /// <summary>Fine-tuning: the checkpoint whose weights the job starts from (folder or azure:); empty for pretraining.</summary>
+    [Id(21)] public string BaseCheckpoint { get; init; } = "";
+    /// <summary>Fine-tuning: chat conversations (persona JSONL, visible to every silo); the loss is on the replies only.</summary>
+    [Id(22)] public string ChatData { get; init; } = "";
+    /// <summary>Fine-tuning: share of rows that are pretraining text from DataFolder (0: none).</summary>
+    [Id(23)] public double PretrainMix { get; init; }
+    /// <summary>Fine-tuning: held-out conversations for the validation loss (empty: DataFolder's validation shard).</summary>
+    [Id(24)] public string ChatValidationData { get; init; } = "";
+
+    /// <summary>A supervised fine-tune on chat conversations rather than pretraining.</summary>
+    public bool IsFinetune => ChatData != "";
 
     /// <summary>Throws <see cref="ArgumentException"/> with the offending values when the spec cannot work.</summary>
     public JobSpec Validate()
@@ -89,6 +100,12 @@ public sealed record JobSpec
         Require(SyncEvery is >= 1 and <= 256, $"sync every must be in 1..256 local steps, got {SyncEvery}");
         Require(OuterLearningRate > 0 && OuterMomentum is >= 0 and < 1, $"outer learning rate ({OuterLearningRate}) must be positive and outer momentum ({OuterMomentum}) in [0, 1)");
         Require(!string.IsNullOrWhiteSpace(CheckpointStore), "checkpoint store is empty");
+        if (IsFinetune)
+        {
+            Require(BaseCheckpoint != "", "a fine-tuning job needs the base checkpoint to start from");
+            Require(SyncEvery == 1, $"fine-tuning runs synchronously; sync every must be 1, got {SyncEvery}");
+            Require(PretrainMix is >= 0 and < 1, $"pretraining mix must be in [0, 1), got {PretrainMix}");
+        }
         return this;
     }
 }

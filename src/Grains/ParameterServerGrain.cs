@@ -77,7 +77,7 @@ public sealed class ParameterServerGrain(
     {
         var newConfig = JobData.Model(jobSpec);
         var newOptions = JobData.Options(jobSpec);
-        var validation = JobData.OpenValidationShard(jobSpec.DataFolder);
+        var validation = JobData.Validation(jobSpec);
         var shard0 = JobData.OpenTrainShard(jobSpec.DataFolder, 0);
         var manager = new CheckpointManager(CheckpointStores.Open(jobSpec.CheckpointStore), newOptions.KeepCheckpoints);
         var latest = await manager.LoadLatestAsync();
@@ -88,7 +88,16 @@ public sealed class ParameterServerGrain(
                 throw new InvalidDataException($"checkpoint {latest.Name} in {manager.Store.Description} holds a different model " +
                     $"({JsonSerializer.Serialize(savedModel)}) than preset '{jobSpec.Preset}' ({JsonSerializer.Serialize(newConfig)}); use another checkpoint store");
         }
-        var loaded = await Task.Run(() => ServerModel.Create(newConfig, newOptions, jobSpec, latest, validation, shard0));
+        LoadedCheckpoint? baseCheckpoint = null;
+        if (latest is null && jobSpec.IsFinetune)
+        {
+            baseCheckpoint = await CheckpointLocator.LoadAsync(jobSpec.BaseCheckpoint);
+            var baseModel = baseCheckpoint.Manifest.Model.Deserialize<ModelConfig>();
+            if (baseModel != newConfig)
+                throw new InvalidDataException($"base checkpoint {jobSpec.BaseCheckpoint} holds a different model ({JsonSerializer.Serialize(baseModel)}) " +
+                    $"than preset '{jobSpec.Preset}' ({JsonSerializer.Serialize(newConfig)})");
+        }
+        var loaded = await Task.Run(() => ServerModel.Create(newConfig, newOptions, jobSpec, latest ?? baseCheckpoint, latest is null, validation, shard0));
         server?.Dispose();
         (server, spec, config, options, checkpoints) = (loaded, jobSpec, newConfig, newOptions, manager);
         version = (int)(latest?.Manifest.Step ?? 0);
@@ -252,7 +261,8 @@ public sealed class ParameterServerGrain(
         readonly TrainingOptions options;
         readonly JobSpec spec;
         readonly HashSet<string> ternaryNames;
-        readonly Duck.Core.Data.TokenShard validation, shard0;
+        readonly IValidationSource validation;
+        readonly Duck.Core.Data.TokenShard shard0;
         readonly Dictionary<string, float[]> sums;
 
         public byte[] Weights { get; private set; } = [];
@@ -260,7 +270,7 @@ public sealed class ParameterServerGrain(
         /// <summary>The low-communication (DiLoCo) outer optimizer; null in synchronous mode.</summary>
         public OuterOptimizer? Outer { get; private set; }
 
-        ServerModel(ModelConfig config, TrainingOptions options, JobSpec spec, Duck.Core.Data.TokenShard validation, Duck.Core.Data.TokenShard shard0)
+        ServerModel(ModelConfig config, TrainingOptions options, JobSpec spec, IValidationSource validation, Duck.Core.Data.TokenShard shard0)
         {
             model = new DuckTransformer(config, options.Seed);
             optimizer = new AdamW(model.named_parameters(), options.Beta1, options.Beta2);
@@ -269,11 +279,18 @@ public sealed class ParameterServerGrain(
             sums = model.named_parameters().ToDictionary(p => p.name, p => new float[p.parameter.numel()]);
         }
 
-        public static ServerModel Create(ModelConfig config, TrainingOptions options, JobSpec spec, LoadedCheckpoint? latest,
-                                         Duck.Core.Data.TokenShard validation, Duck.Core.Data.TokenShard shard0)
+        /// <summary>A server on <paramref name="latest"/>'s weights and optimizer, or, when <paramref name="weightsOnly"/>
+        /// (a fine-tune's base), on its weights with a fresh optimizer.</summary>
+        public static ServerModel Create(ModelConfig config, TrainingOptions options, JobSpec spec, LoadedCheckpoint? latest, bool weightsOnly,
+                                         IValidationSource validation, Duck.Core.Data.TokenShard shard0)
         {
             var s = new ServerModel(config, options, spec, validation, shard0);
-            if (latest is not null)
+            if (latest is not null && weightsOnly)
+            {
+                var weights = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.ModelFile], $"{latest.Name}/{Trainer.ModelFile}");
+                ModelWeights.Load(s.model, weights.Tensors, $"{latest.Name}/{Trainer.ModelFile}");
+            }
+            else if (latest is not null)
             {
                 var weights = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.ModelFile], $"{latest.Name}/{Trainer.ModelFile}");
                 ModelWeights.Load(s.model, weights.Tensors, $"{latest.Name}/{Trainer.ModelFile}");
@@ -307,7 +324,7 @@ public sealed class ParameterServerGrain(
             Weights = Outer.Delta;
             var snapshot = checkpoint ? Snapshot(to) : null;
             double? val = last && spec.EvalBatches > 0
-                ? Trainer.Evaluate(model, new ShardValidation(validation), options.BatchSize, options.SequenceLength, spec.EvalBatches)
+                ? Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches)
                 : null;
             return (Weights, Embedding, snapshot, val);
         }
@@ -339,7 +356,7 @@ public sealed class ParameterServerGrain(
             Publish();
             var snapshot = checkpoint ? Snapshot((int)optimizer.StepCount) : null;
             double? val = last && spec.EvalBatches > 0
-                ? Trainer.Evaluate(model, new ShardValidation(validation), options.BatchSize, options.SequenceLength, spec.EvalBatches)
+                ? Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches)
                 : null;
             return (Weights, Embedding, snapshot, val);
         }
@@ -355,7 +372,7 @@ public sealed class ParameterServerGrain(
                     ? ModelWeights.ToSafetensors(optimizer.State().Select(s => ModelWeights.ToNamed(s.Name, s.Value)))
                     : ModelWeights.ToSafetensors(Outer.State().Select(s => new NamedTensor(s.Name, new long[] { s.Values.Length }, s.Values))),
             };
-            var cursor = new WorkerCursor(shard0, spec with { SharedData = true }, 0).CursorAt(JobData.BatchIndex(spec with { SharedData = true }, step, 0, 0));
+            var cursor = JobData.Batches(spec with { SharedData = true }, 0, shard0).CursorAt(JobData.BatchIndex(spec with { SharedData = true }, step, 0, 0));
             var manifest = new CheckpointManifest
             {
                 Step = step,
@@ -364,8 +381,8 @@ public sealed class ParameterServerGrain(
                 Training = (JsonObject)JsonSerializer.SerializeToNode(options)!,
                 State = new JsonObject
                 {
-                    ["data"] = JsonSerializer.SerializeToNode(cursor), ["optimizer_steps"] = Outer is null ? optimizer.StepCount : step,
-                    ["cluster"] = JsonSerializer.SerializeToNode(spec),
+                    ["data"] = cursor, ["optimizer_steps"] = Outer is null ? optimizer.StepCount : step,
+                    ["cluster"] = JsonSerializer.SerializeToNode(spec), ["run"] = JobData.RunState(spec),
                 },
                 CreatedUtc = DateTimeOffset.UtcNow,
             };

@@ -15,7 +15,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     JobSpec? spec;
     int index;
     DuckTransformer? replica;
-    WorkerCursor? cursor;
+    IStepBatches? cursor;
     StepOrder? pending;
     bool running;
     int busyStep = -1, lastStep = -1;
@@ -82,13 +82,16 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             var s = order.Spec;
             var shard = JobData.OpenTrainShard(s.DataFolder, s.SharedData ? 0 : order.WorkerIndex);
             replica?.Dispose();
+            int workerIndex = order.WorkerIndex;
+            IStepBatches? batchesOfWorker = null;
             replica = await Task.Run(() =>
             {
+                batchesOfWorker = JobData.Batches(s, workerIndex, shard); // fine-tuning tokenizes its conversations here
                 var model = new DuckTransformer(JobData.Model(s), s.Seed);
                 model.SetPrequantizedWeights(true);
                 return model;
             });
-            (spec, index, cursor) = (s, order.WorkerIndex, new WorkerCursor(shard, s, order.WorkerIndex));
+            (spec, index, cursor) = (s, workerIndex, batchesOfWorker);
             residuals.Clear();
         }
         if (order.Spec.SyncEvery > 1)

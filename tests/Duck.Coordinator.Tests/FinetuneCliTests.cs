@@ -77,8 +77,11 @@ public class FinetuneCliTests : IDisposable
         var badFile = DuckProcess.Run(work, "finetune", "--base", "base", "--data", "persona.jsonl", "--out", "ft");
         var badMix = DuckProcess.Run(work, "finetune", "--base", "base", "--mix", "1.5", "--out", "ft2");
         var noRecordedBase = DuckProcess.Run(work, "eval", "persona", "--model", "missing.gguf");
+        var clusterNoBase = DuckProcess.Run(work, "cluster", "finetune", "--base", "nowhere", "--data", "persona.jsonl");
+        var clusterBadFile = DuckProcess.Run(work, "cluster", "finetune", "--base", "base", "--data", "persona.jsonl");
 
-        foreach (var (r, expected) in new[] { (noBase, "--base is required"), (badFile, "persona.jsonl:5:"), (badMix, "--mix must be in [0, 1)"), (noRecordedBase, "does not exist") })
+        foreach (var (r, expected) in new[] { (noBase, "--base is required"), (badFile, "persona.jsonl:5:"), (badMix, "--mix must be in [0, 1)"),
+                     (noRecordedBase, "does not exist"), (clusterNoBase, "'nowhere' does not exist"), (clusterBadFile, "persona.jsonl:5:") })
         {
             Assert.Equal(2, r.ExitCode);
             Assert.Contains(expected, r.Stderr);
