@@ -20,7 +20,7 @@ public sealed class AzureClusteringTests : IAsyncLifetime
     {
         var env = new Dictionary<string, string>
         {
-            ["Duck__Silo__Clustering"] = "azure", ["DUCK_STORAGE_CONNECTION_STRING"] = ConnectionString,
+            ["Duck__Silo__Clustering"] = "azure", ["DUCK_STORAGE_CONNECTION_STRING"] = ConnectionString, ["Duck__Chat__ApiKeys__0"] = "test-key",
             ["ORLEANS_CLUSTER_ID"] = $"test-{Guid.NewGuid():N}", ["Duck__Silo__StateStore"] = "azure:duck-state",
         };
         using var first = SiloProcess.Start(null, env: new Dictionary<string, string>(env) { ["Duck__Silo__AdvertisedAddress"] = "localhost", ["POD_NAME"] = "duck-silo-a" });

@@ -41,7 +41,7 @@ public class SiloConfigurationTests
         int closed = Repo.FreePort();
         string unreachable = $"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:{closed}/devstoreaccount1;BlobEndpoint=http://127.0.0.1:{closed}/devstoreaccount1";
 
-        var (exitCode, output) = SiloProcess.RunToExit(["--Duck:Silo:Clustering=azure"], new Dictionary<string, string> { ["DUCK_STORAGE_CONNECTION_STRING"] = unreachable });
+        var (exitCode, output) = SiloProcess.RunToExit(["--Duck:Silo:Clustering=azure"], new Dictionary<string, string> { ["DUCK_STORAGE_CONNECTION_STRING"] = unreachable, ["Duck__Chat__ApiKeys__0"] = "test-key" });
 
         Assert.Equal(2, exitCode);
         Assert.Contains("error: cannot reach Azure Table storage (Duck:Silo:Clustering=azure)", output);
