@@ -95,8 +95,12 @@ static class ChatPrompt
         StringBuilder reply, [EnumeratorCancellation] CancellationToken ct = default, Action<Task>? started = null)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var modelTag = new KeyValuePair<string, object?>("model", model.Name);
+        long submitted = System.Diagnostics.Stopwatch.GetTimestamp();
         var stream = model.Batcher.Submit(session, prompt, sampling, stop.Token);
         started?.Invoke(stream.Completion);
+        bool queued = true; // counted in the queue depth until its first text (or its end)
+        DuckMetrics.QueueDepth.Add(1, modelTag);
         try
         {
             // Each pull of a grain's stream is a call that times out (30 s by default); while the batcher is busy with
@@ -117,6 +121,7 @@ static class ChatPrompt
                     }
                 }
                 if (!await more) break;
+                if (queued) { queued = false; DuckMetrics.QueueDepth.Add(-1, modelTag); }
                 while (reader.TryRead(out var piece))
                 {
                     reply.Append(piece);
@@ -125,6 +130,9 @@ static class ChatPrompt
                 more = reader.WaitToReadAsync(ct).AsTask();
             }
             var summary = await stream.Completion;
+            double seconds = System.Diagnostics.Stopwatch.GetElapsedTime(submitted).TotalSeconds - summary.TimeToFirstTokenMs / 1000;
+            if (summary.GeneratedTokens > 0) DuckMetrics.TimeToFirstToken.Record(summary.TimeToFirstTokenMs, modelTag);
+            if (summary.GeneratedTokens > 1 && seconds > 0) DuckMetrics.InferenceTokensPerSecond.Record((summary.GeneratedTokens - 1) / seconds, modelTag);
             yield return new ChatChunk("", new ChatUsage
             {
                 PromptTokens = summary.PromptTokens, CompletionTokens = summary.GeneratedTokens, CachedTokens = summary.CachedTokens,
@@ -136,6 +144,7 @@ static class ChatPrompt
             // The caller went away (or failed): end the generation at the next step and wait until the batcher lets go
             // of the session, so the next turn never races the batcher thread for it.
             stop.Cancel();
+            if (queued) DuckMetrics.QueueDepth.Add(-1, modelTag);
             try { await stream.Completion; } catch (Exception) { /* reported through the channel */ }
         }
     }

@@ -36,6 +36,13 @@ public sealed class ChatSessionGrain(
     public override Task OnActivateAsync(CancellationToken ct)
     {
         if (state.State.Spec is not null) Log.ChatSessionActivated(logger, this.GetPrimaryKeyString(), state.State.Messages.Count);
+        DuckMetrics.ActiveSessions.Add(1);
+        return Task.CompletedTask;
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
+    {
+        DuckMetrics.ActiveSessions.Add(-1);
         return Task.CompletedTask;
     }
 

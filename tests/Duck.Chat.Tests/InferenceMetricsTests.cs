@@ -1,0 +1,32 @@
+// The Duck meter's inference instruments are recorded by real chat traffic: a completion through the HTTP API
+// (in-process silo) yields a time to first token, a decode rate, and a queue depth that returns to zero.
+using System.ClientModel;
+using System.Diagnostics.Metrics;
+using OpenAI;
+using OpenAI.Chat;
+
+namespace Duck.Silo.Tests;
+
+public sealed class InferenceMetricsTests(ChatServer server) : IClassFixture<ChatServer>
+{
+    [Fact]
+    public async Task Completion_RecordsTimeToFirstTokenDecodeRateAndQueueDepth()
+    {
+        var seen = new System.Collections.Concurrent.ConcurrentDictionary<string, List<double>>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) => { if (instrument.Meter.Name == Duck.Grains.DuckMetrics.MeterName && instrument.Name.StartsWith("duck.inference.")) l.EnableMeasurementEvents(instrument); };
+        listener.SetMeasurementEventCallback<double>((i, v, _, _) => { lock (seen) seen.GetOrAdd(i.Name, _ => []).Add(v); });
+        listener.SetMeasurementEventCallback<int>((i, v, _, _) => { lock (seen) seen.GetOrAdd(i.Name, _ => []).Add(v); });
+        listener.Start();
+        var client = new ChatClient(ChatServer.Model, new ApiKeyCredential(ChatServer.Key), new OpenAIClientOptions { Endpoint = new Uri(server.BaseUrl, "v1") });
+
+        await client.CompleteChatAsync([new UserChatMessage("Hello metrics")], new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 6 });
+
+        lock (seen)
+        {
+            Assert.Contains(seen["duck.inference.time_to_first_token"], ms => ms > 0);
+            Assert.Contains(seen["duck.inference.tokens_per_second"], tps => tps > 0);
+            Assert.Equal(0, seen["duck.inference.queue_depth"].Sum());
+        }
+    }
+}
