@@ -54,14 +54,16 @@ static class TestData
 
 static class TestClusters
 {
-    /// <summary>Starts <paramref name="silos"/> silos sharing one grain-state folder (or store spec).</summary>
-    public static async Task<InProcessTestCluster> StartAsync(int silos, string? stateStore = null)
+    /// <summary>Starts <paramref name="silos"/> silos sharing one grain-state folder (or store spec); <paramref name="configure"/>
+    /// adds more to each silo (e.g. chat serving).</summary>
+    public static async Task<InProcessTestCluster> StartAsync(int silos, string? stateStore = null, Action<ISiloBuilder>? configure = null)
     {
         stateStore ??= Directory.CreateTempSubdirectory("duck-grains-state-").FullName;
         var builder = new InProcessTestClusterBuilder((short)silos);
         builder.ConfigureSilo((_, silo) =>
         {
             silo.AddDuckTraining(new DuckSiloOptions { StateStore = stateStore, TorchThreads = 1 });
+            configure?.Invoke(silo);
             silo.Configure<ClusterMembershipOptions>(o =>
             {
                 o.ProbeTimeout = TimeSpan.FromSeconds(1);

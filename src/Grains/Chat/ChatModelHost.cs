@@ -10,8 +10,8 @@ using Microsoft.Extensions.Logging;
 
 namespace Duck.Grains.Chat;
 
-/// <summary>How a silo serves chat; the host binds it from "Duck:Chat".</summary>
-public sealed record ChatServingOptions
+/// <summary>How a silo serves chat; the host binds it from "Duck:Chat" (as part of the chat API's options).</summary>
+public record ChatServingOptions
 {
     /// <summary>Where the models are: a folder of NAME.gguf files or "azure:container[/prefix]".</summary>
     public string Models { get; init; } = Path.Combine("runs", "cluster", "models");

@@ -5,33 +5,16 @@ using Duck.Grains.Chat;
 
 namespace Duck.Silo.ChatApi;
 
-/// <summary>Everything under "Duck:Chat".</summary>
-public sealed record ChatApiOptions
+/// <summary>Everything under "Duck:Chat": the serving settings the model host reads (Models, Threads, MaxBatchSize,
+/// DefaultMaxTokens, MaxTokensLimit, CacheFolder) and the HTTP API's own.</summary>
+public sealed record ChatApiOptions : ChatServingOptions
 {
-    /// <summary>Where the models are: a folder of NAME.gguf files or "azure:container[/prefix]" (`duck cluster deploy` writes there).</summary>
-    public string Models { get; init; } = Path.Combine("runs", "cluster", "models");
-    /// <summary>Inference threads per model (0: all cores).</summary>
-    public int Threads { get; init; }
-    /// <summary>Most conversations advanced in one batched decode pass per model.</summary>
-    public int MaxBatchSize { get; init; } = 64;
-    /// <summary>Reply length when a request does not set max_tokens.</summary>
-    public int DefaultMaxTokens { get; init; } = 128;
-    /// <summary>Largest max_tokens a request may ask for.</summary>
-    public int MaxTokensLimit { get; init; } = 1024;
-    /// <summary>Local folder for models downloaded from Azure Blob storage (default: the temp folder).</summary>
-    public string? CacheFolder { get; init; }
     /// <summary>Accepted Bearer keys. Empty means no key is asked for, which only localhost clustering (the embedded default) allows.</summary>
     public string[] ApiKeys { get; init; } = [];
     /// <summary>Largest request body in bytes (413 beyond).</summary>
     public int MaxRequestBytes { get; init; } = 1 << 20;
     /// <summary>Chat requests served at once by this silo (429 beyond).</summary>
     public int MaxConcurrentRequests { get; init; } = 128;
-
-    public ChatServingOptions Serving => new()
-    {
-        Models = Models, Threads = Threads, MaxBatchSize = MaxBatchSize, DefaultMaxTokens = DefaultMaxTokens,
-        MaxTokensLimit = MaxTokensLimit, CacheFolder = CacheFolder,
-    };
 
     /// <summary>Throws naming the key of the first impossible value.</summary>
     public ChatApiOptions Validate(bool keysRequired)
@@ -71,7 +54,7 @@ public static class ChatApiHosting
         options.Validate(keysRequired: !clustering.Equals("localhost", StringComparison.OrdinalIgnoreCase));
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(new ChatRequestGate(options.MaxConcurrentRequests));
-        builder.Services.AddDuckChatServing(options.Serving);
+        builder.Services.AddDuckChatServing(options);
         return builder;
     }
 }

@@ -20,26 +20,9 @@ static class ChatCluster
         return folder;
     }
 
-    public static async Task<InProcessTestCluster> StartAsync(int silos, string models, string? state = null)
-    {
-        state ??= Directory.CreateTempSubdirectory("duck-chat-state-").FullName;
-        var builder = new InProcessTestClusterBuilder((short)silos);
-        builder.ConfigureSilo((_, silo) =>
-        {
-            silo.AddDuckTraining(new DuckSiloOptions { StateStore = state, TorchThreads = 1 });
-            silo.Services.AddDuckChatServing(new ChatServingOptions { Models = models, Threads = 1, DefaultMaxTokens = 8 });
-            silo.Configure<ClusterMembershipOptions>(o =>
-            {
-                o.ProbeTimeout = TimeSpan.FromSeconds(1);
-                o.NumMissedProbesLimit = 2;
-                o.NumVotesForDeathDeclaration = 1;
-                o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);
-            });
-        });
-        var cluster = builder.Build();
-        await cluster.DeployAsync();
-        return cluster;
-    }
+    public static Task<InProcessTestCluster> StartAsync(int silos, string models, string? state = null) =>
+        TestClusters.StartAsync(silos, state ?? Directory.CreateTempSubdirectory("duck-chat-state-").FullName,
+            silo => silo.Services.AddDuckChatServing(new ChatServingOptions { Models = models, Threads = 1, DefaultMaxTokens = 8 }));
 
     /// <summary>The reply's text and its usage.</summary>
     public static async Task<(string Text, ChatUsage Usage)> ReadAsync(IAsyncEnumerable<ChatChunk> chunks)
