@@ -20,9 +20,10 @@ public static class InferenceBench
         var threads = new Option<int>("--threads") { Description = "Threads per request", DefaultValueFactory = _ => 2 };
         var kernel = new Option<string?>("--kernel") { Description = "Force a kernel path: scalar, avx2, avxvnni, avx512" };
         var json = new Option<bool>("--json") { Description = "One JSON line" };
+        var batch = new Option<int>("--batch") { Description = "Concurrent sessions decoded together in one batched pass per token (the chat batcher's shape)", DefaultValueFactory = _ => 1 };
         var repeat = new Option<int>("--repeat") { Description = "Measured runs; the best of each phase is reported (noise on a shared machine only slows runs down)", DefaultValueFactory = _ => 3 };
         var cmd = new Command("infer", "Measure prefill and decode tokens/s of the inference engine.");
-        foreach (var o in new Option[] { model, preset, random, prompt, generate, threads, kernel, json, repeat }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, preset, random, prompt, generate, threads, kernel, batch, json, repeat }) cmd.Options.Add(o);
         cmd.SetAction((ParseResult pr, CancellationToken ct) =>
         {
             string? path = pr.GetValue(model), presetName = pr.GetValue(preset);
@@ -31,6 +32,8 @@ public static class InferenceBench
             if (presetName is not null && !pr.GetValue(random)) throw new UserErrorException("--preset needs --random-weights (there are no trained weights for a preset)");
             if (promptTokens < 1 || genTokens < 1) throw new UserErrorException("--prompt-tokens and --generate-tokens must be at least 1");
             if (nThreads < 1) throw new UserErrorException($"--threads must be at least 1, got {nThreads}");
+            int nBatch = pr.GetValue(batch);
+            if (nBatch < 1 || nBatch > 256) throw new UserErrorException($"--batch must be in [1, 256], got {nBatch}");
             var loadClock = Stopwatch.StartNew();
             using var m = path is not null
                 ? InferenceModel.Load(path, nThreads)
@@ -56,6 +59,11 @@ public static class InferenceBench
             double prefillMs = double.MaxValue, ttftMs = double.MaxValue, decodeMs = double.MaxValue, prefillCpuMs = 0, decodeCpuMs = 0;
             var process = Process.GetCurrentProcess();
             var session = new InferenceSession(m);
+            // --batch N: N-1 more sessions with the same prompt, decoded together with the measured one (their
+            // prefill is not timed); decode tokens/s then counts the tokens of all N.
+            var others = Enumerable.Range(1, nBatch - 1).Select(_ => new InferenceSession(m)).ToArray();
+            var all = others.Prepend(session).ToArray();
+            var nexts = new int[nBatch];
             for (int run = 0; run < runs; run++)
             {
                 session.Reset();
@@ -67,33 +75,46 @@ public static class InferenceBench
                 int next = Sampler.ArgMax(session.LastLogits);
                 double ttft = clock.Elapsed.TotalMilliseconds;
                 process.Refresh();
+                var cpu1Prefill = process.TotalProcessorTime;
+                foreach (var o in others) { o.Reset(); o.Append(tokens); }
+                process.Refresh();
                 var cpu1 = process.TotalProcessorTime;
                 var decodeClock = Stopwatch.StartNew();
-                for (int i = 0; i < genTokens; i++)
+                if (nBatch == 1)
+                    for (int i = 0; i < genTokens; i++)
+                    {
+                        session.Append([next]);
+                        next = Sampler.ArgMax(session.LastLogits);
+                    }
+                else
                 {
-                    session.Append([next]);
-                    next = Sampler.ArgMax(session.LastLogits);
+                    Array.Fill(nexts, next);
+                    for (int i = 0; i < genTokens; i++)
+                    {
+                        InferenceSession.DecodeBatch(all, nexts);
+                        for (int b = 0; b < nBatch; b++) nexts[b] = Sampler.ArgMax(all[b].LastLogits);
+                    }
                 }
                 double d = decodeClock.Elapsed.TotalMilliseconds;
                 process.Refresh();
                 // CPU time actually received (workers' spinning included): tells a slow run on a busy machine from a slow engine.
-                if (p < prefillMs) { prefillMs = p; ttftMs = ttft; prefillCpuMs = (cpu1 - cpu0).TotalMilliseconds; }
+                if (p < prefillMs) { prefillMs = p; ttftMs = ttft; prefillCpuMs = (cpu1Prefill - cpu0).TotalMilliseconds; }
                 if (d < decodeMs) { decodeMs = d; decodeCpuMs = (process.TotalProcessorTime - cpu1).TotalMilliseconds; }
             }
-            double prefillTps = promptTokens / (prefillMs / 1000), decodeTps = genTokens / (decodeMs / 1000);
+            double prefillTps = promptTokens / (prefillMs / 1000), decodeTps = (double)genTokens * nBatch / (decodeMs / 1000);
             long peak = ProcessMemory.PeakRssBytes();
             string name = path ?? $"{presetName} (random)";
             if (pr.GetValue(json))
                 Cli.WriteJson(new
                 {
-                    model = name, runs, kernel = m.KernelPath.ToString(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens,
+                    model = name, runs, kernel = m.KernelPath.ToString(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens, batch = nBatch,
                     prefill_tokens_per_s = Math.Round(prefillTps, 1), decode_tokens_per_s = Math.Round(decodeTps, 1),
                     ttft_ms = Math.Round(ttftMs, 1), prefill_cpu_ms = Math.Round(prefillCpuMs), decode_cpu_ms = Math.Round(decodeCpuMs), load_ms = Math.Round(loadMs, 1), file_bytes = m.FileBytes, peak_rss_bytes = peak,
                 });
             else
                 Console.WriteLine($"{name}: kernel {m.KernelPath}, {nThreads} threads, load {loadMs:F0} ms\n" +
                                   $"  prefill {promptTokens} tokens: {prefillTps:F1} tokens/s (time to first token {ttftMs:F1} ms)\n" +
-                                  $"  decode {genTokens} tokens: {decodeTps:F1} tokens/s\n" +
+                                  $"  decode {genTokens} tokens{(nBatch > 1 ? $" x {nBatch} sessions" : "")}: {decodeTps:F1} tokens/s\n" +
                                   $"  file {m.FileBytes / 1e6:F1} MB, peak RSS {peak / 1e6:F1} MB\n" +
                                   $"  CPU time received: prefill {prefillCpuMs:F0} ms of {prefillMs:F0} ms wall, decode {decodeCpuMs:F0} ms of {decodeMs:F0} ms wall");
             return Task.FromResult(0);
