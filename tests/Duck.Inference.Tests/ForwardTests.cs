@@ -97,6 +97,56 @@ public class ForwardTests
     }
 
     [Fact]
+    public void AppendBatch_DecodeRowsAndPromptChunksInOnePass_EqualsSeparateAppends()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 14);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            // a: decodes one token after its prompt; b: a fresh 6-token prompt; c: 4 more prompt tokens after 3 cached.
+            var batched = Enumerable.Range(0, 3).Select(_ => new InferenceSession(model)).ToArray();
+            var singles = Enumerable.Range(0, 3).Select(_ => new InferenceSession(model)).ToArray();
+            batched[0].Append(Prompt.AsSpan(0, 5)); singles[0].Append(Prompt.AsSpan(0, 5));
+            batched[2].Append(Prompt.AsSpan(0, 3)); singles[2].Append(Prompt.AsSpan(0, 3));
+            int[][] segments = [[42], Prompt[..6], Prompt[3..7]];
+            InferenceSession.AppendBatch(batched, segments);
+            for (int i = 0; i < 3; i++)
+            {
+                var expected = singles[i].Append(segments[i]);
+                Assert.True(MaxAbsDiff(batched[i].LastLogits, expected) < 1e-4f, $"session {i}");
+                Assert.Equal(singles[i].Tokens, batched[i].Tokens);
+            }
+            Assert.Throws<ArgumentException>(() => InferenceSession.AppendBatch([batched[0], batched[0]], [[1], [2]]));
+            Assert.Throws<ArgumentException>(() => InferenceSession.AppendBatch([batched[1]], [[]]));
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void Forward_SelectedLogitRows_EqualThoseRowsOfAllLogits()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 15);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            int v = config.VocabSize;
+            var all = new InferenceSession(model).AppendAllLogits(Prompt);
+            var cache = new KvCache(config.NumLayers, config.NumHeads, config.HeadDim, config.ContextLength);
+            var caches = Enumerable.Repeat(cache, Prompt.Length).ToArray();
+            var positions = Enumerable.Range(0, Prompt.Length).ToArray();
+            int[] rows = [2, 7, Prompt.Length - 1];
+            var logits = new float[rows.Length * v];
+            model.Forward(Prompt, caches, positions, rows, logits, new ForwardScratch());
+            for (int i = 0; i < rows.Length; i++)
+                Assert.True(MaxAbsDiff(logits.AsSpan(i * v, v), all.AsSpan(rows[i] * v, v)) < 1e-4f, $"row {rows[i]}");
+            Assert.Throws<ArgumentException>(() => model.Forward(Prompt, caches, positions, [3, 2], logits, new ForwardScratch()));
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
     public void Forward_EveryKernelPath_SameLogits()
     {
         var config = TestModels.Tiny(vocab: 1000);

@@ -100,6 +100,9 @@ public sealed class ReferenceModel
             var k = xn.Select(r => BitLinear(r, w(p + "attn_k.weight", D), D)).ToArray();
             var v = xn.Select(r => BitLinear(r, w(p + "attn_v.weight", D), D)).ToArray();
             for (int t = 0; t < T; t++) { Rope(q[t], t); Rope(k[t], t); }
+            // The engine caches keys and values in bf16.
+            foreach (var row in k.Concat(v))
+                for (int i = 0; i < D; i++) row[i] = AttentionKernels.RoundToBf16(row[i]);
             var att = new float[T][];
             for (int t = 0; t < T; t++)
             {

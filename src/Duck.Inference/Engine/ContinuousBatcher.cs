@@ -1,6 +1,7 @@
 // Continuous batching over one shared model: a dedicated thread owns every forward pass of the model. Each loop
-// prefills one chunk of a newly arrived prompt, then advances every running generation by one token in a single
-// InferenceSession.DecodeBatch call, so N conversations cost one batched ternary pass per token instead of N.
+// runs one mixed pass (InferenceSession.AppendBatch): a token for every running generation plus a chunk of the
+// waiting prompts, so N conversations cost one batched ternary pass per token instead of N, and new prompts ride
+// along instead of stopping the others.
 // Generations join and leave between steps. Callers only wait on channels: no caller thread ever runs the model.
 // Not the chat template, the history or persistence (the session grains do that).
 using System.Collections.Concurrent;
@@ -28,7 +29,7 @@ public sealed class GenerationStream
 /// <summary>Schedules the generations of many sessions over one model; see the file header.</summary>
 public sealed class ContinuousBatcher : IDisposable
 {
-    /// <summary>Most prompt tokens prefilled per loop, so a long prompt delays the others' next token by one chunk only.</summary>
+    /// <summary>Most prompt tokens per pass, so a long prompt delays the others' next token by one chunk only.</summary>
     public const int PrefillChunkTokens = 64;
 
     readonly InferenceModel model;
@@ -79,85 +80,107 @@ public sealed class ContinuousBatcher : IDisposable
     void Loop()
     {
         var running = new List<Generation>();
-        var prefilling = new Queue<Generation>();
+        var prefilling = new List<Generation>();
         while (!stopping.IsCancellationRequested)
         {
             if (running.Count == 0 && prefilling.Count == 0)
             {
                 try { wake.Wait(stopping.Token); } catch (OperationCanceledException) { break; }
             }
-            while (running.Count + prefilling.Count < maxBatchSize && incoming.TryDequeue(out var g)) prefilling.Enqueue(g);
-            if (prefilling.TryPeek(out var next) && PrefillChunk(next))
-            {
-                prefilling.Dequeue();
-                if (!next.Finished) running.Add(next);
-            }
-            DecodeStep(running);
+            while (running.Count + prefilling.Count < maxBatchSize && incoming.TryDequeue(out var g)) prefilling.Add(g);
+            Step(running, prefilling);
             running.RemoveAll(g => g.Finished);
+            foreach (var g in prefilling)
+                if (g.PrefillOffset == g.Prompt.Length && !g.Finished) running.Add(g);
+            prefilling.RemoveAll(g => g.Finished || g.PrefillOffset == g.Prompt.Length);
         }
         foreach (var g in running.Concat(prefilling).Concat(incoming)) g.Fail(new ObjectDisposedException(nameof(ContinuousBatcher)));
     }
 
-    /// <summary>Prefills one chunk of the generation's prompt; true when the prompt is done (and its first token sampled).</summary>
-    bool PrefillChunk(Generation g)
+    /// <summary>
+    /// One forward pass: a token for every running generation plus up to <see cref="PrefillChunkTokens"/> prompt
+    /// tokens of the oldest waiting generations, then sampling for every row that ends a prompt or a decode step.
+    /// </summary>
+    void Step(List<Generation> running, List<Generation> prefilling)
     {
-        try
-        {
-            if (g.Cancelled) { g.Finish(StopReason.Cancelled); return true; }
-            var s = g.Session;
-            s.BorrowedScratch = scratch;
-            if (g.PrefillOffset < 0)
-            {
-                // Reuse the longest cached prefix, keeping at least one prompt token to compute fresh logits from.
-                int keep = 0, limit = Math.Min(s.Length, g.Prompt.Length - 1);
-                while (keep < limit && s.Tokens[keep] == g.Prompt[keep]) keep++;
-                if (keep < s.Length) s.Truncate(keep);
-                g.CachedTokens = keep;
-                g.PrefillOffset = keep;
-            }
-            int n = Math.Min(PrefillChunkTokens, g.Prompt.Length - g.PrefillOffset);
-            s.Append(g.Prompt.AsSpan(g.PrefillOffset, n));
-            g.PrefillOffset += n;
-            if (g.PrefillOffset < g.Prompt.Length) return false;
-            g.SampleNext();
-            return true;
-        }
-        catch (Exception e)
-        {
-            g.Fail(e);
-            return true;
-        }
-        finally { g.Session.BorrowedScratch = null; }
-    }
-
-    void DecodeStep(List<Generation> running)
-    {
-        var batch = new List<Generation>(running.Count);
+        var batch = new List<Generation>(running.Count + 2);
+        var segments = new List<int[]>(running.Count + 2);
+        var toSample = new List<Generation>(running.Count + 2);
         foreach (var g in running)
         {
             if (g.Finished) continue;
-            if (g.Cancelled) g.Finish(StopReason.Cancelled);
-            else batch.Add(g);
+            if (g.Cancelled) { g.Finish(StopReason.Cancelled); continue; }
+            batch.Add(g);
+            segments.Add([g.PendingToken]);
+        }
+        int decodeRows = batch.Count, budget = PrefillChunkTokens;
+        foreach (var g in prefilling)
+        {
+            if (budget == 0) break;
+            if (!Prepare(g)) continue;
+            int n = Math.Min(budget, g.Prompt.Length - g.PrefillOffset);
+            batch.Add(g);
+            segments.Add(g.Prompt.AsSpan(g.PrefillOffset, n).ToArray());
+            budget -= n;
         }
         if (batch.Count == 0) return;
-        var tokens = new int[batch.Count];
-        for (int i = 0; i < batch.Count; i++) tokens[i] = batch[i].PendingToken;
         var sessions = batch.Select(g => g.Session).ToArray();
-        sessions[0].BorrowedScratch = scratch;
+        foreach (var s in sessions) s.BorrowedScratch = scratch;
         try
         {
-            InferenceSession.DecodeBatch(sessions, tokens);
-            Interlocked.Increment(ref decodeSteps);
-            Interlocked.Add(ref decodedTokens, batch.Count);
+            InferenceSession.AppendBatch(sessions, segments);
         }
         catch (Exception e)
         {
             foreach (var g in batch) g.Fail(e);
             return;
         }
-        finally { sessions[0].BorrowedScratch = null; }
+        finally
+        {
+            foreach (var s in sessions) s.BorrowedScratch = null;
+        }
+        if (decodeRows > 0)
+        {
+            Interlocked.Increment(ref decodeSteps);
+            Interlocked.Add(ref decodedTokens, decodeRows);
+        }
+        for (int i = 0; i < batch.Count; i++)
+        {
+            var g = batch[i];
+            if (i < decodeRows) { toSample.Add(g); continue; }
+            g.PrefillOffset += segments[i].Length;
+            if (g.PrefillOffset == g.Prompt.Length) toSample.Add(g);
+        }
         // Sampling is per generation and independent: spread it over the model's worker threads.
-        model.Pool.For(batch.Count, i => batch[i].SampleNext());
+        model.Pool.For(toSample.Count, i => toSample[i].SampleNext());
+    }
+
+    /// <summary>
+    /// Before a generation's first chunk: keeps the longest cached prefix of its prompt (at least one prompt token
+    /// is run again so fresh logits come from it). False when the generation ended (cancelled or failed).
+    /// </summary>
+    bool Prepare(Generation g)
+    {
+        if (g.Finished) return false;
+        if (g.Cancelled) { g.Finish(StopReason.Cancelled); return false; }
+        if (g.PrefillOffset >= 0) return true;
+        var s = g.Session;
+        s.BorrowedScratch = scratch;
+        try
+        {
+            int keep = 0, limit = Math.Min(s.Length, g.Prompt.Length - 1);
+            while (keep < limit && s.Tokens[keep] == g.Prompt[keep]) keep++;
+            if (keep < s.Length) s.TruncateWithoutReplay(keep);
+            g.CachedTokens = keep;
+            g.PrefillOffset = keep;
+            return true;
+        }
+        catch (Exception e)
+        {
+            g.Fail(e);
+            return false;
+        }
+        finally { s.BorrowedScratch = null; }
     }
 
     public void Dispose()

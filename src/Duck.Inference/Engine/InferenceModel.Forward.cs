@@ -2,20 +2,19 @@
 // cache, consecutive positions) and a batched decode (one row per session) are the same code. Shapes use the
 // legend R = rows in the batch, D = ModelDim, F = FfnDim, H = NumHeads, hd = HeadDim, V = VocabSize.
 // Not the sampler and not session bookkeeping (InferenceSession).
-using System.Runtime.Intrinsics;
 using Duck.Inference.Kernels;
 
 namespace Duck.Inference.Engine;
 
 /// <summary>
-/// Keys and values of every layer for one sequence, fp32, head-major: [head, position, headDim] per layer, so the
-/// positions one head attends over are contiguous. Grown on demand.
+/// Keys and values of every layer for one sequence, bf16 (AttentionKernels), head-major: [head, position, headDim]
+/// per layer, so the positions one head attends over are contiguous. Grown on demand.
 /// </summary>
 public sealed class KvCache
 {
     readonly int numHeads, headDim, maxPositions;
-    public float[][] K { get; private set; }
-    public float[][] V { get; private set; }
+    public ushort[][] K { get; private set; }
+    public ushort[][] V { get; private set; }
     /// <summary>Positions the arrays can hold.</summary>
     public int Capacity { get; private set; }
 
@@ -24,13 +23,13 @@ public sealed class KvCache
         this.numHeads = numHeads;
         this.headDim = headDim;
         this.maxPositions = maxPositions;
-        K = new float[layers][];
-        V = new float[layers][];
+        K = new ushort[layers][];
+        V = new ushort[layers][];
         for (int l = 0; l < layers; l++) { K[l] = []; V[l] = []; }
     }
 
     /// <summary>Bytes currently allocated.</summary>
-    public long SizeBytes => 2L * K.Length * Capacity * numHeads * headDim * sizeof(float);
+    public long SizeBytes => 2L * K.Length * Capacity * numHeads * headDim * sizeof(ushort);
 
     /// <summary>Offset of (head, position) in a layer's array.</summary>
     public int Offset(int head, int position) => (head * Capacity + position) * headDim;
@@ -48,9 +47,9 @@ public sealed class KvCache
         Capacity = capacity;
     }
 
-    float[] Regrow(float[] old, int capacity)
+    ushort[] Regrow(ushort[] old, int capacity)
     {
-        var grown = new float[numHeads * capacity * headDim];
+        var grown = GC.AllocateUninitializedArray<ushort>(numHeads * capacity * headDim);
         for (int h = 0; h < numHeads && Capacity > 0; h++)
             Array.Copy(old, h * Capacity * headDim, grown, h * capacity * headDim, Capacity * headDim);
         return grown;
@@ -82,11 +81,30 @@ public sealed partial class InferenceModel
     /// </summary>
     public void Forward(ReadOnlySpan<int> tokens, KvCache[] caches, int[] positions, bool allLogits, float[] logits, ForwardScratch s)
     {
+        int R = tokens.Length;
+        if (allLogits)
+        {
+            var rows = new int[R];
+            for (int r = 0; r < R; r++) rows[r] = r;
+            Forward(tokens, caches, positions, rows, logits, s);
+        }
+        else Forward(tokens, caches, positions, [R - 1], logits, s);
+    }
+
+    /// <summary>
+    /// The general form: logits [logitRows.Length, V] only for the rows listed (ascending), so a pass that mixes
+    /// prompt chunks with decode rows computes the head (a third of a small model's weights) only where a token is
+    /// sampled next.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, KvCache[] caches, int[] positions, int[] logitRows, float[] logits, ForwardScratch s)
+    {
         var c = Config;
         int R = tokens.Length, D = c.ModelDim, F = c.FfnDim, H = c.NumHeads, hd = c.HeadDim;
         if (caches.Length < R || positions.Length < R) throw new ArgumentException("one cache and position per row is required");
-        int logitRows = allLogits ? R : 1;
-        if (logits.Length < (long)logitRows * c.VocabSize) throw new ArgumentException($"logits buffer holds {logits.Length}, needs {logitRows * c.VocabSize}");
+        for (int i = 0; i < logitRows.Length; i++)
+            if ((uint)logitRows[i] >= (uint)R || (i > 0 && logitRows[i] <= logitRows[i - 1]))
+                throw new ArgumentException("logit rows must be ascending rows of the batch");
+        if (logits.Length < (long)logitRows.Length * c.VocabSize) throw new ArgumentException($"logits buffer holds {logits.Length}, needs {logitRows.Length * c.VocabSize}");
         s.Ensure(R, D, F);
         for (int r = 0; r < R; r++)
         {
@@ -119,8 +137,8 @@ public sealed partial class InferenceModel
                 for (int h = 0; h < H; h++)
                 {
                     int o = caches[r].Offset(h, p);
-                    s.K.AsSpan(r * D + h * hd, hd).CopyTo(caches[r].K[l].AsSpan(o, hd));
-                    s.V.AsSpan(r * D + h * hd, hd).CopyTo(caches[r].V[l].AsSpan(o, hd));
+                    AttentionKernels.Store(s.K.AsSpan(r * D + h * hd, hd), caches[r].K[l].AsSpan(o, hd));
+                    AttentionKernels.Store(s.V.AsSpan(r * D + h * hd, hd), caches[r].V[l].AsSpan(o, hd));
                 }
             }
             Attention(l, R, caches, positions, s);                            // [R, D]
@@ -141,11 +159,11 @@ public sealed partial class InferenceModel
             B.Down.Forward(s.Gate, qa, R, s.Out, Pool, KernelPath);          // [R, D]
             VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
         }
-        int first = R - logitRows;
-        for (int r = 0; r < logitRows; r++)
-            VectorMath.RmsNorm(s.X.AsSpan((first + r) * D, D), FinalNorm, c.NormEps, s.Xn.AsSpan(r * D, D));
-        qa.Quantize(s.Xn, logitRows, D);
-        Head.Forward(s.Xn, qa, logitRows, logits, Pool, KernelPath);         // [logitRows, V]
+        int L = logitRows.Length;
+        for (int i = 0; i < L; i++)
+            VectorMath.RmsNorm(s.X.AsSpan(logitRows[i] * D, D), FinalNorm, c.NormEps, s.Xn.AsSpan(i * D, D));
+        qa.Quantize(s.Xn, L, D);
+        Head.Forward(s.Xn, qa, L, logits, Pool, KernelPath);                 // [L, V]
     }
 
     /// <summary>y = RMSNorm(x)·w per row, then int8 quantization of y, split by rows across the pool for a prefill.</summary>
@@ -177,57 +195,12 @@ public sealed partial class InferenceModel
     /// <summary>One head of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p.</summary>
     unsafe void AttendHead(int layer, int r, int h, KvCache[] caches, int[] positions, ForwardScratch s)
     {
-        int D = Config.ModelDim, hd = Config.HeadDim, p = positions[r];
-        float invSqrt = 1f / MathF.Sqrt(hd);
-        float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(p + 1);
+        int D = Config.ModelDim, hd = Config.HeadDim, count = positions[r] + 1;
+        float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(count);
         int baseOffset = caches[r].Offset(h, 0);
-        fixed (float* keys0 = caches[r].K[layer], values0 = caches[r].V[layer], q = s.Q, att = s.Att, sc = scores)
-        {
-            float* keys = keys0 + baseOffset, values = values0 + baseOffset;
-            float* qv = q + r * D + h * hd;
-            float* o = att + r * D + h * hd;
-            float max = float.NegativeInfinity;
-            for (int j = 0; j <= p; j++)
-            {
-                float dot = DotPtr(qv, keys + j * hd, hd) * invSqrt;
-                sc[j] = dot;
-                max = MathF.Max(max, dot);
-            }
-            float sum = 0;
-            for (int j = 0; j <= p; j++) { sc[j] = MathF.Exp(sc[j] - max); sum += sc[j]; }
-            float inv = 1f / sum;
-            new Span<float>(o, hd).Clear();
-            for (int j = 0; j <= p; j++) AxpyPtr(o, values + j * hd, sc[j] * inv, hd);
-        }
+        fixed (ushort* keys = caches[r].K[layer], values = caches[r].V[layer])
+        fixed (float* q = s.Q, att = s.Att, sc = scores)
+            AttentionKernels.Attend(q + r * D + h * hd, keys + baseOffset, values + baseOffset, count, hd, 1f / MathF.Sqrt(hd), sc, att + r * D + h * hd);
         System.Buffers.ArrayPool<float>.Shared.Return(scores);
-    }
-
-    static unsafe float DotPtr(float* a, float* b, int n)
-    {
-        int i = 0;
-        float sum = 0;
-        if (Vector256.IsHardwareAccelerated && n >= 16)
-        {
-            Vector256<float> s0 = default, s1 = default;
-            for (; i + 16 <= n; i += 16)
-            {
-                s0 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
-                s1 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
-            }
-            sum = Vector256.Sum(s0 + s1);
-        }
-        for (; i < n; i++) sum += a[i] * b[i];
-        return sum;
-    }
-
-    static unsafe void AxpyPtr(float* y, float* x, float alpha, int n)
-    {
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var va = Vector256.Create(alpha);
-            for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), va, Vector256.Load(y + i)).Store(y + i);
-        }
-        for (; i < n; i++) y[i] += alpha * x[i];
     }
 }

@@ -91,6 +91,16 @@ public sealed class InferenceSession
         Append([last]);
     }
 
+    /// <summary>
+    /// Forgets everything after the first <paramref name="length"/> tokens without recomputing the logits: for a
+    /// caller that appends at least one token next (LastLogits are stale until then).
+    /// </summary>
+    internal void TruncateWithoutReplay(int length)
+    {
+        if (length < 0 || length > tokens.Count) throw new ArgumentOutOfRangeException(nameof(length), length, $"must be in [0, {tokens.Count}]");
+        tokens.RemoveRange(length, tokens.Count - length);
+    }
+
     /// <summary>Empties the session.</summary>
     public void Reset()
     {
@@ -105,29 +115,60 @@ public sealed class InferenceSession
     public static void DecodeBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> nextTokens)
     {
         if (sessions.Count != nextTokens.Length) throw new ArgumentException($"{sessions.Count} sessions but {nextTokens.Length} tokens");
+        var segments = new int[sessions.Count][];
+        for (int i = 0; i < segments.Length; i++) segments[i] = [nextTokens[i]];
+        AppendBatch(sessions, segments);
+    }
+
+    /// <summary>
+    /// Appends <paramref name="newTokens"/>[i] (one or more tokens) to session i, all sessions in one forward pass:
+    /// decode steps of some sessions and prompt chunks of others share the weight passes. Each session's
+    /// LastLogits become the logits after its last new token (the head runs only for those rows). Sessions must be
+    /// distinct and share one model; the whole batch is at most <see cref="MaxPrefillBatch"/> rows.
+    /// </summary>
+    public static void AppendBatch(IReadOnlyList<InferenceSession> sessions, IReadOnlyList<int[]> newTokens)
+    {
+        if (sessions.Count != newTokens.Count) throw new ArgumentException($"{sessions.Count} sessions but {newTokens.Count} token lists");
         if (sessions.Count == 0) return;
         var model = sessions[0].Model;
-        int v = model.Config.VocabSize, n = sessions.Count;
+        int v = model.Config.VocabSize, n = sessions.Count, rows = 0;
         if (sessions.Distinct().Count() != n) throw new ArgumentException("a session appears twice in one batch");
-        var caches = new KvCache[n];
-        var positions = new int[n];
         for (int i = 0; i < n; i++)
         {
             var s = sessions[i];
             if (s.Model != model) throw new ArgumentException("all sessions of a batch must share one model");
-            if (s.Length + 1 > s.ContextLength) throw new ArgumentException($"session {i} is full ({s.Length} of {s.ContextLength} tokens)");
-            if ((uint)nextTokens[i] >= (uint)v) throw new ArgumentException($"token id {nextTokens[i]} is outside the vocabulary [0, {v})");
-            caches[i] = s.cache;
-            positions[i] = s.Length;
+            if (newTokens[i].Length == 0) throw new ArgumentException($"session {i} has no new tokens");
+            if (s.Length + newTokens[i].Length > s.ContextLength)
+                throw new ArgumentException($"session {i} holds {s.Length} tokens; {newTokens[i].Length} more exceed the context window of {s.ContextLength}");
+            foreach (int t in newTokens[i])
+                if ((uint)t >= (uint)v) throw new ArgumentException($"token id {t} is outside the vocabulary [0, {v})");
+            rows += newTokens[i].Length;
+        }
+        if (rows > MaxPrefillBatch) throw new ArgumentException($"{rows} rows in one batch; at most {MaxPrefillBatch}");
+        var tokens = new int[rows];
+        var caches = new KvCache[rows];
+        var positions = new int[rows];
+        var logitRows = new int[n];
+        int row = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var s = sessions[i];
+            for (int k = 0; k < newTokens[i].Length; k++, row++)
+            {
+                tokens[row] = newTokens[i][k];
+                caches[row] = s.cache;
+                positions[row] = s.Length + k;
+            }
+            logitRows[i] = row - 1;
         }
         // Pooled: a fresh [n, V] array per step would be large-object garbage at every token of a serving silo.
         var logits = System.Buffers.ArrayPool<float>.Shared.Rent(n * v);
         try
         {
-            model.Forward(nextTokens, caches, positions, allLogits: true, logits, sessions[0].Scratch);
+            model.Forward(tokens, caches, positions, logitRows, logits, sessions[0].Scratch);
             for (int i = 0; i < n; i++)
             {
-                sessions[i].tokens.Add(nextTokens[i]);
+                sessions[i].tokens.AddRange(newTokens[i]);
                 logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
             }
         }

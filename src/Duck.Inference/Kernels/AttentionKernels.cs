@@ -1,0 +1,140 @@
+// Attention over a bf16 KV cache: bfloat16 storage (the upper half of an fp32, rounded to nearest even), widened
+// back to fp32 in registers for the q·k dot products and the weighted sum of values. bf16 halves the memory a
+// decode step streams per cached position (the part of a batched decode that grows with the sessions' lengths)
+// and keeps each element within a relative 2^-8 of its fp32 value. Not the cache bookkeeping (KvCache) or the forward pass.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Duck.Inference.Kernels;
+
+/// <summary>bfloat16 conversions and the attention of one query head over cached keys and values.</summary>
+public static unsafe class AttentionKernels
+{
+    /// <summary>fp32 → bf16, round to nearest even (NaN stays NaN, ±inf stays ±inf).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ushort ToBf16(float x)
+    {
+        uint b = BitConverter.SingleToUInt32Bits(x);
+        if ((b & 0x7FFFFFFF) > 0x7F800000) return (ushort)((b >> 16) | 0x40); // quiet NaN
+        return (ushort)((b + 0x7FFF + ((b >> 16) & 1)) >> 16);
+    }
+
+    /// <summary>bf16 → fp32 (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FromBf16(ushort h) => BitConverter.UInt32BitsToSingle((uint)h << 16);
+
+    /// <summary>The value a float has after a round trip through bf16.</summary>
+    public static float RoundToBf16(float x) => FromBf16(ToBf16(x));
+
+    /// <summary>Stores x as bf16.</summary>
+    public static void Store(ReadOnlySpan<float> x, Span<ushort> y)
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = ToBf16(x[i]);
+    }
+
+    /// <summary>
+    /// o = Σ_j softmax_j(q·k_j · scale) · v_j over positions j in [0, count), keys and values [count, hd] bf16,
+    /// q and o fp32 [hd]. <paramref name="scores"/> holds at least count floats of scratch.
+    /// </summary>
+    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o)
+    {
+        bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
+        float max = float.NegativeInfinity;
+        if (simd && hd == 64) ScoresHd64(q, keys, count, scale, scores);
+        else
+            for (int j = 0; j < count; j++) scores[j] = (simd ? DotBf16(q, keys + (long)j * hd, hd) : DotBf16Scalar(q, keys + (long)j * hd, hd)) * scale;
+        for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
+        float sum = ExpAndSum(scores, count, max);
+        float inv = 1f / sum;
+        if (simd && hd == 64) { WeightedSumHd64(values, scores, count, inv, o); return; }
+        new Span<float>(o, hd).Clear();
+        for (int j = 0; j < count; j++)
+        {
+            float a = scores[j] * inv;
+            ushort* v = values + (long)j * hd;
+            if (simd)
+            {
+                var va = Vector256.Create(a);
+                for (int d = 0; d < hd; d += 8) Fma.MultiplyAdd(Widen(v + d), va, Vector256.Load(o + d)).Store(o + d);
+            }
+            else
+                for (int d = 0; d < hd; d++) o[d] += a * FromBf16(v[d]);
+        }
+    }
+
+    /// <summary>8 bf16 values → 8 floats (vpmovzxwd + vpslld).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Widen(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+
+    static float DotBf16(float* q, ushort* k, int hd)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), Widen(k + d), acc);
+        return Vector256.Sum(acc);
+    }
+
+    static float DotBf16Scalar(float* q, ushort* k, int hd)
+    {
+        float sum = 0;
+        for (int d = 0; d < hd; d++) sum += q[d] * FromBf16(k[d]);
+        return sum;
+    }
+
+    /// <summary>Head size 64 (every preset but 3b): q stays in 8 registers; two positions per iteration.</summary>
+    static void ScoresHd64(float* q, ushort* keys, int count, float scale, float* scores)
+    {
+        var q0 = Vector256.Load(q); var q1 = Vector256.Load(q + 8); var q2 = Vector256.Load(q + 16); var q3 = Vector256.Load(q + 24);
+        var q4 = Vector256.Load(q + 32); var q5 = Vector256.Load(q + 40); var q6 = Vector256.Load(q + 48); var q7 = Vector256.Load(q + 56);
+        int j = 0;
+        for (; j + 2 <= count; j += 2)
+        {
+            ushort* a = keys + j * 64, b = a + 64;
+            var sa = Fma.MultiplyAdd(q0, Widen(a), Fma.MultiplyAdd(q1, Widen(a + 8), Fma.MultiplyAdd(q2, Widen(a + 16), q3 * Widen(a + 24))));
+            var ta = Fma.MultiplyAdd(q4, Widen(a + 32), Fma.MultiplyAdd(q5, Widen(a + 40), Fma.MultiplyAdd(q6, Widen(a + 48), q7 * Widen(a + 56))));
+            var sb = Fma.MultiplyAdd(q0, Widen(b), Fma.MultiplyAdd(q1, Widen(b + 8), Fma.MultiplyAdd(q2, Widen(b + 16), q3 * Widen(b + 24))));
+            var tb = Fma.MultiplyAdd(q4, Widen(b + 32), Fma.MultiplyAdd(q5, Widen(b + 40), Fma.MultiplyAdd(q6, Widen(b + 48), q7 * Widen(b + 56))));
+            scores[j] = Vector256.Sum(sa + ta) * scale;
+            scores[j + 1] = Vector256.Sum(sb + tb) * scale;
+        }
+        for (; j < count; j++) scores[j] = DotBf16(q, keys + j * 64, 64) * scale;
+    }
+
+    /// <summary>Head size 64: the output stays in 8 registers across all positions.</summary>
+    static void WeightedSumHd64(ushort* values, float* scores, int count, float inv, float* o)
+    {
+        Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
+        for (int j = 0; j < count; j++)
+        {
+            var a = Vector256.Create(scores[j] * inv);
+            ushort* v = values + j * 64;
+            o0 = Fma.MultiplyAdd(Widen(v), a, o0); o1 = Fma.MultiplyAdd(Widen(v + 8), a, o1);
+            o2 = Fma.MultiplyAdd(Widen(v + 16), a, o2); o3 = Fma.MultiplyAdd(Widen(v + 24), a, o3);
+            o4 = Fma.MultiplyAdd(Widen(v + 32), a, o4); o5 = Fma.MultiplyAdd(Widen(v + 40), a, o5);
+            o6 = Fma.MultiplyAdd(Widen(v + 48), a, o6); o7 = Fma.MultiplyAdd(Widen(v + 56), a, o7);
+        }
+        o0.Store(o); o1.Store(o + 8); o2.Store(o + 16); o3.Store(o + 24);
+        o4.Store(o + 32); o5.Store(o + 40); o6.Store(o + 48); o7.Store(o + 56);
+    }
+
+    /// <summary>scores[j] = exp(scores[j] − max); returns their sum.</summary>
+    static float ExpAndSum(float* scores, int count, float max)
+    {
+        int j = 0;
+        float sum = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(max);
+            var acc = Vector256<float>.Zero;
+            for (; j + 8 <= count; j += 8)
+            {
+                var e = Vector256.Exp(Vector256.Load(scores + j) - m);
+                e.Store(scores + j);
+                acc += e;
+            }
+            sum = Vector256.Sum(acc);
+        }
+        for (; j < count; j++) { scores[j] = MathF.Exp(scores[j] - max); sum += scores[j]; }
+        return sum;
+    }
+}

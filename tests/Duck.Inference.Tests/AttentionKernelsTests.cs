@@ -1,0 +1,71 @@
+// The bf16 KV-cache attention: conversions round to nearest even and keep specials; Attend over bf16 keys and
+// values equals a double-precision softmax-weighted sum of the same (bf16-rounded) numbers, for the head size 64
+// fast path, the generic vector path and the scalar path (head size not a multiple of 8).
+using Duck.Inference.Kernels;
+
+namespace Duck.Inference.Tests;
+
+public class AttentionKernelsTests
+{
+    [Theory]
+    [InlineData(1f, (ushort)0x3F80)]
+    [InlineData(-2f, (ushort)0xC000)]
+    [InlineData(0f, (ushort)0x0000)]
+    [InlineData(float.PositiveInfinity, (ushort)0x7F80)]
+    [InlineData(float.NegativeInfinity, (ushort)0xFF80)]
+    public void ToBf16_ExactValues_KeepTheirBits(float x, ushort expected) => Assert.Equal(expected, AttentionKernels.ToBf16(x));
+
+    [Fact]
+    public void ToBf16_Halfway_RoundsToEven()
+    {
+        // 1 + 2^-8 lies halfway between bf16 1.0 (0x3F80, even) and 1 + 2^-7 (0x3F81): ties go to the even one.
+        Assert.Equal((ushort)0x3F80, AttentionKernels.ToBf16(BitConverter.UInt32BitsToSingle(0x3F808000)));
+        // 0x3F818000 is halfway between 0x3F81 (odd) and 0x3F82 (even).
+        Assert.Equal((ushort)0x3F82, AttentionKernels.ToBf16(BitConverter.UInt32BitsToSingle(0x3F818000)));
+        // Just above halfway rounds up.
+        Assert.Equal((ushort)0x3F81, AttentionKernels.ToBf16(BitConverter.UInt32BitsToSingle(0x3F808001)));
+        Assert.True(float.IsNaN(AttentionKernels.FromBf16(AttentionKernels.ToBf16(float.NaN))));
+    }
+
+    [Fact]
+    public void RoundToBf16_RelativeError_AtMost2PowMinus8()
+    {
+        var rng = new Random(3);
+        for (int i = 0; i < 10000; i++)
+        {
+            float x = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-6, 6)));
+            Assert.True(Math.Abs(AttentionKernels.RoundToBf16(x) - x) <= Math.Abs(x) * Math.Pow(2, -8), $"{x}");
+        }
+    }
+
+    [Theory]
+    [InlineData(64, 1)]
+    [InlineData(64, 2)]
+    [InlineData(64, 37)]
+    [InlineData(64, 256)]
+    [InlineData(16, 9)]
+    [InlineData(100, 33)]
+    [InlineData(6, 5)]
+    public unsafe void Attend_MatchesDoublePrecisionSoftmax(int hd, int count)
+    {
+        var rng = new Random(hd * 1000 + count);
+        var q = Enumerable.Range(0, hd).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var k = Enumerable.Range(0, hd * count).Select(_ => AttentionKernels.ToBf16((float)(rng.NextDouble() * 4 - 2))).ToArray();
+        var v = Enumerable.Range(0, hd * count).Select(_ => AttentionKernels.ToBf16((float)(rng.NextDouble() * 2 - 1))).ToArray();
+        float scale = 1f / MathF.Sqrt(hd);
+        var expected = new double[hd];
+        var s = new double[count];
+        for (int j = 0; j < count; j++)
+            for (int d = 0; d < hd; d++) s[j] += (double)q[d] * AttentionKernels.FromBf16(k[j * hd + d]) * scale;
+        double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+        for (int j = 0; j < count; j++)
+            for (int d = 0; d < hd; d++) expected[d] += Math.Exp(s[j] - max) / sum * AttentionKernels.FromBf16(v[j * hd + d]);
+
+        var o = new float[hd];
+        var scores = new float[count];
+        fixed (float* qp = q, op = o, sp = scores)
+        fixed (ushort* kp = k, vp = v)
+            AttentionKernels.Attend(qp, kp, vp, count, hd, scale, sp, op);
+        for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"dim {d}: {o[d]} vs {expected[d]}");
+    }
+}
