@@ -42,8 +42,10 @@ public sealed class Sampler
 {
     readonly SamplingOptions options;
     readonly Random rng;
-    float[] work = [];
-    int[] order = [];
+    // Work arrays of one Sample call, per thread rather than per sampler: a serving silo creates a sampler for
+    // every reply, and two vocabulary-sized arrays each time were large-object garbage.
+    [ThreadStatic] static float[]? threadWork;
+    [ThreadStatic] static int[]? threadOrder;
 
     public Sampler(SamplingOptions options)
     {
@@ -55,7 +57,9 @@ public sealed class Sampler
     public int Sample(ReadOnlySpan<float> logits, IReadOnlyList<int> history)
     {
         int v = logits.Length;
-        if (work.Length != v) { work = new float[v]; order = new int[v]; }
+        if (threadWork is null || threadWork.Length != v) { threadWork = new float[v]; threadOrder = new int[v]; }
+        float[] work = threadWork;
+        int[] order = threadOrder!;
         logits.CopyTo(work);
         ApplyRepetitionPenalty(work, history, options.RepetitionPenalty, options.RepetitionWindow);
         if (options.Temperature == 0) return ArgMax(work);
