@@ -1,15 +1,17 @@
 // A real silo host for the tests, wired exactly as src/Silo/Program.cs: one Orleans silo and Kestrel on loopback
 // (free ports), a tiny random model "tiny" (context 64) in a temp models folder, an API key, and a small request
-// size limit. Shared by the tests of a class through IClassFixture.
+// size limit. Shared by the tests of a class through IClassFixture. LongReplyChatServer serves the same tiny model
+// with a long context, for replies that run long enough to be cut short.
 using System.Net;
 using System.Net.Sockets;
 using Duck.Inference.Tests;
 using Duck.Silo;
 using Duck.Silo.ChatApi;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Duck.Silo.Tests;
 
-public sealed class ChatServer : IAsyncLifetime
+public class ChatServer : IAsyncLifetime
 {
     public const string Key = "test-key-0123";
     public const string Model = "tiny";
@@ -22,6 +24,11 @@ public sealed class ChatServer : IAsyncLifetime
     public int GatewayPort { get; private set; }
     public string ClusterId { get; } = $"test-{Guid.NewGuid():N}";
 
+    /// <summary>The served model's shape.</summary>
+    protected virtual Duck.Core.Model.ModelConfig ModelConfig => TestModels.Tiny();
+    /// <summary>Settings added after the defaults (later ones win).</summary>
+    protected virtual string[] ExtraArgs => [];
+
     static int FreePort()
     {
         using var l = new TcpListener(IPAddress.Loopback, 0);
@@ -31,14 +38,14 @@ public sealed class ChatServer : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        File.Move(TestModels.WriteGguf(TestModels.Tiny(), seed: 5), ModelPath);
+        File.Move(TestModels.WriteGguf(ModelConfig, seed: 5), ModelPath);
         int http = FreePort(), silo = FreePort(), gateway = GatewayPort = FreePort();
         string[] args =
         [
             $"--Duck:Silo:SiloPort={silo}", $"--Duck:Silo:PrimarySiloPort={silo}", $"--Duck:Silo:GatewayPort={gateway}", $"--Duck:Silo:HttpPort={http}",
             $"--Duck:Silo:ClusterId={ClusterId}", $"--Duck:Silo:StateStore={Directory.CreateTempSubdirectory("duck-silo-state-").FullName}",
             $"--Duck:Chat:Models={ModelsFolder}", "--Duck:Chat:Threads=1", $"--Duck:Chat:ApiKeys:0={Key}", "--Duck:Chat:DefaultMaxTokens=8",
-            $"--Duck:Chat:MaxRequestBytes={MaxRequestBytes}",
+            $"--Duck:Chat:MaxRequestBytes={MaxRequestBytes}", .. ExtraArgs,
         ];
         var builder = WebApplication.CreateBuilder(args);
         builder.Logging.ClearProviders();
@@ -64,4 +71,23 @@ public sealed class ChatServer : IAsyncLifetime
         if (key is not null) client.DefaultRequestHeaders.Authorization = new("Bearer", key);
         return client;
     }
+}
+
+/// <summary>
+/// The tiny model with a context of <see cref="ContextLength"/> tokens and max_tokens up to half of it: a reply of
+/// <see cref="MaxTokens"/> tokens has no end-of-text to stop it early (random weights) and takes seconds.
+/// </summary>
+public sealed class LongReplyChatServer : ChatServer
+{
+    public const int ContextLength = 8192;
+    public const int MaxTokens = ContextLength / 2;
+
+    protected override Duck.Core.Model.ModelConfig ModelConfig => TestModels.Tiny() with { ContextLength = ContextLength };
+    protected override string[] ExtraArgs => [$"--Duck:Chat:MaxTokensLimit={MaxTokens}"];
+
+    Duck.Inference.Engine.ContinuousBatcher? Batcher => App.Services.GetRequiredService<Duck.Grains.Chat.ChatModelHost>().Loaded.SingleOrDefault()?.Batcher;
+    /// <summary>Tokens the model's batcher has decoded (0 before the model is loaded by the first request).</summary>
+    public long DecodedTokens => Batcher?.DecodedTokens ?? 0;
+    /// <summary>Generations the model's batcher is running or has queued.</summary>
+    public int ActiveGenerations => Batcher?.ActiveGenerations ?? 0;
 }

@@ -45,6 +45,7 @@ public sealed class ContinuousBatcherTests : IDisposable
             Assert.Equal(StopReason.MaxTokens, results[i].Summary.StopReason);
         }
         Assert.True(batcher.DecodedTokens > batcher.DecodeSteps, $"{batcher.DecodedTokens} tokens in {batcher.DecodeSteps} passes: nothing was batched");
+        Assert.Equal(0, batcher.ActiveGenerations);
     }
 
     [Fact]
@@ -75,6 +76,7 @@ public sealed class ContinuousBatcherTests : IDisposable
         Assert.Equal(StopReason.Cancelled, summary.StopReason);
         Assert.Equal(0, summary.GeneratedTokens);
         Assert.Equal("", text);
+        Assert.Equal(0, batcher.ActiveGenerations);
     }
 
     [Fact]

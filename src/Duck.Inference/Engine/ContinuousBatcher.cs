@@ -40,6 +40,7 @@ public sealed class ContinuousBatcher : IDisposable
     readonly CancellationTokenSource stopping = new();
     readonly ForwardScratch scratch = new(); // lent to every session while the batcher runs it: one set of buffers per model
     long decodeSteps, decodedTokens;
+    int activeGenerations;
 
     /// <param name="maxBatchSize">Most generations advanced in one batched pass; more wait for a free slot.</param>
     public ContinuousBatcher(InferenceModel model, int maxBatchSize = 64, string name = "model")
@@ -56,6 +57,8 @@ public sealed class ContinuousBatcher : IDisposable
     public long DecodeSteps => Interlocked.Read(ref decodeSteps);
     /// <summary>Tokens decoded by those passes (their mean batch size is DecodedTokens / DecodeSteps).</summary>
     public long DecodedTokens => Interlocked.Read(ref decodedTokens);
+    /// <summary>Generations submitted and not yet ended (queued, prefilling or decoding); 0 when the model is idle.</summary>
+    public int ActiveGenerations => Volatile.Read(ref activeGenerations);
 
     /// <summary>
     /// Queues a generation continuing <paramref name="session"/> with <paramref name="promptTokens"/>, the whole
@@ -71,7 +74,8 @@ public sealed class ContinuousBatcher : IDisposable
         if (promptTokens.Count == 0) throw new ArgumentException("the prompt is empty");
         if (promptTokens.Count >= session.ContextLength)
             throw new ArgumentException($"the prompt is {promptTokens.Count} tokens; the context window is {session.ContextLength}");
-        var g = new Generation(session, promptTokens.ToArray(), options, ct);
+        var g = new Generation(session, promptTokens.ToArray(), options, ct, () => Interlocked.Decrement(ref activeGenerations));
+        Interlocked.Increment(ref activeGenerations);
         incoming.Enqueue(g);
         wake.Release();
         return g.Stream;
@@ -191,7 +195,7 @@ public sealed class ContinuousBatcher : IDisposable
     }
 
     /// <summary>One request's generation state; touched only by the batcher thread (TextGenerator.Run, step by step).</summary>
-    sealed class Generation(InferenceSession session, int[] prompt, SamplingOptions options, CancellationToken ct)
+    sealed class Generation(InferenceSession session, int[] prompt, SamplingOptions options, CancellationToken ct, Action ended)
     {
         readonly Sampler sampler = new(options);
         readonly TokenTextDecoder decoder = new();
@@ -239,6 +243,7 @@ public sealed class ContinuousBatcher : IDisposable
                 pending.Append(decoder.Flush());
                 if (pending.Length > 0) Stream.Pieces.Writer.TryWrite(pending.ToString());
             }
+            ended();
             Stream.Pieces.Writer.TryComplete();
             Stream.Result.TrySetResult(new GenerationSummary(prompt.Length, CachedTokens, generated, reason, firstTokenMs));
         }
@@ -247,6 +252,7 @@ public sealed class ContinuousBatcher : IDisposable
         {
             if (Finished) return;
             Finished = true;
+            ended();
             Stream.Pieces.Writer.TryComplete(e);
             Stream.Result.TrySetException(e);
         }

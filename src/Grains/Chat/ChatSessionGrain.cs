@@ -79,11 +79,15 @@ public sealed class ChatSessionGrain(
         cache ??= new InferenceSession(model.Model);
         var reply = new StringBuilder();
         ChatUsage? usage = null;
-        await foreach (var chunk in ChatPrompt.StreamAsync(model, cache, prompt, sampling, reply, cts.Token, done => replyDone = done))
+        await using var chunks = ChatPrompt.StreamAsync(model, cache, prompt, sampling, reply, cts.Token, done => replyDone = done).GetAsyncEnumerator();
+        while (true)
         {
+            // A newer message cancels this reply wherever it waits: that is SessionBusy for its caller, not a failure.
+            try { if (!await chunks.MoveNextAsync()) break; }
+            catch (OperationCanceledException) when (mine != turn) { throw Superseded(); }
             if (mine != turn) throw Superseded();
-            if (chunk.Usage is not null) usage = chunk.Usage;
-            else yield return chunk;
+            if (chunks.Current.Usage is { } u) usage = u;
+            else yield return chunks.Current;
         }
         if (mine != turn) throw Superseded();
         state.State.Messages.Add(new ChatTurn("user", message!.Trim()));
@@ -102,7 +106,7 @@ public sealed class ChatSessionGrain(
         replyDone = null;
     }
 
-    ChatException Superseded() => new(ChatErrorKind.SessionBusy, $"session '{this.GetPrimaryKeyString()}': a newer message replaced this reply");
+    ChatException Superseded() => new(ChatErrorKind.SessionBusy, $"session '{this.GetPrimaryKeyString()}': a newer message (or a delete) cancelled this reply");
 
     public async Task<bool> DeleteAsync()
     {
