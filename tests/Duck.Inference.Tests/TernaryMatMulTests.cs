@@ -10,8 +10,8 @@ public class TernaryMatMulTests
 {
     public static IEnumerable<object[]> Shapes()
     {
-        foreach (var (rows, cols) in new[] { (1, 64), (3, 100), (4, 256), (5, 200), (7, 512), (13, 768), (9, 2048), (33, 704), (64, 128) })
-            foreach (int tokens in new[] { 1, 2, 3, 4, 5, 9 })
+        foreach (var (rows, cols) in new[] { (1, 64), (3, 100), (4, 256), (5, 200), (7, 512), (13, 768), (9, 2048), (8, 2304), (33, 704), (64, 128) })
+            foreach (int tokens in new[] { 1, 2, 3, 4, 5, 9, 17 })
                 yield return [rows, cols, tokens];
     }
 

@@ -40,10 +40,14 @@ public static unsafe class TernaryMatMul
             throw new ArgumentException($"activations have {x.PaddedCols} padded columns, weights {w.PaddedCols}");
         if (y.Length < x.Rows * w.Rows) throw new ArgumentException($"output holds {y.Length} values, needs {x.Rows * w.Rows}");
         if (!IsSupported(path)) throw new PlatformNotSupportedException($"kernel path {path} is not supported on this machine");
+        // One division per token, not one per output: y = (dot − sum) · factor[t].
+        float* factor = stackalloc float[x.Rows];
+        for (int t = 0; t < x.Rows; t++) factor[t] = w.Scale / x.Scales[t];
         fixed (sbyte* xp = x.Values)
         fixed (float* yp = y)
+        fixed (int* sums = x.Sums)
         {
-            var a = new Args(w, xp, x.Scales, x.Sums, x.Rows, yp);
+            var a = new Args(w, xp, factor, sums, x.Rows, yp);
             switch (path)
             {
                 case KernelPath.Scalar: Scalar(a, rowStart, rowEnd); break;
@@ -54,19 +58,19 @@ public static unsafe class TernaryMatMul
         }
     }
 
-    readonly struct Args(PackedTernary w, sbyte* x, float[] scales, int[] sums, int tokens, float* y)
+    readonly struct Args(PackedTernary w, sbyte* x, float* factor, int* sums, int tokens, float* y)
     {
         public readonly PackedTernary W = w;
         public readonly sbyte* X = x;
-        public readonly float[] Scales = scales;
-        public readonly int[] Sums = sums;
+        public readonly float* Factor = factor;
+        public readonly int* Sums = sums;
         public readonly int Tokens = tokens;
         public readonly float* Y = y;
         public readonly int Kp = w.PaddedCols;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Store(int row, int token, int codeDot) =>
-            Y[(long)token * W.Rows + row] = (codeDot - Sums[token]) * (W.Scale / Scales[token]);
+            Y[(long)token * W.Rows + row] = (codeDot - Sums[token]) * Factor[token];
     }
 
     /// <summary>The oracle: one multiply-add per weight, ternary values decoded one by one.</summary>
@@ -78,7 +82,7 @@ public static unsafe class TernaryMatMul
                 sbyte* xr = a.X + (long)t * a.Kp;
                 int dot = 0;
                 for (int j = 0; j < a.W.PaddedCols; j++) dot += a.W.Get(i, j) * xr[j];
-                a.Y[(long)t * a.W.Rows + i] = dot * (a.W.Scale / a.Scales[t]);
+                a.Y[(long)t * a.W.Rows + i] = dot * a.Factor[t];
             }
     }
 
@@ -234,14 +238,74 @@ public static unsafe class TernaryMatMul
         {
             int t1 = Math.Min(a.Tokens, t0 + TokenBlock);
             int i = rowStart;
+            bool oneGroup = a.W.RowBytes <= 64 * Int16Blocks; // K <= 2048: int16 sums never need widening midway
             for (; i + 4 <= rowEnd; i += 4)
             {
                 int t = t0;
+                if (oneGroup)
+                    for (; t + 4 <= t1; t += 4) Rows4Tokens4x512(a, i, t);
                 for (; t + 2 <= t1; t += 2) Rows4Tokens2x512(a, i, t);
                 for (; t < t1; t++) Rows4Token1x512(a, i, t);
             }
             for (; i < rowEnd; i++)
                 for (int t = t0; t < t1; t++) Row1Token1<Avx2Dot>(a, i, t);
+        }
+    }
+
+    /// <summary>
+    /// 4 rows × 4 tokens for rows of at most <see cref="Int16Blocks"/> blocks (K <= 2048): 16 int16 accumulators,
+    /// widened once at the end, so each unpacked code vector feeds four products and no int32 accumulators are live.
+    /// </summary>
+    static void Rows4Tokens4x512(in Args a, int i, int t)
+    {
+        int rb = a.W.RowBytes, kp = a.Kp;
+        byte* w0 = a.W.RowPointer(i), w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+        sbyte* x0 = a.X + (long)t * kp;
+        var mask = Vector512.Create((byte)3);
+        Vector512<short> s00 = default, s01 = default, s02 = default, s03 = default;
+        Vector512<short> s10 = default, s11 = default, s12 = default, s13 = default;
+        Vector512<short> s20 = default, s21 = default, s22 = default, s23 = default;
+        Vector512<short> s30 = default, s31 = default, s32 = default, s33 = default;
+        for (int g = 0; g < rb; g += 64)
+        {
+            var r0 = Vector512.Load(w0 + g).AsUInt16(); var r1 = Vector512.Load(w1 + g).AsUInt16();
+            var r2 = Vector512.Load(w2 + g).AsUInt16(); var r3 = Vector512.Load(w3 + g).AsUInt16();
+            sbyte* x = x0 + g * 4;
+            Step(r0.AsByte() & mask, r1.AsByte() & mask, r2.AsByte() & mask, r3.AsByte() & mask, x);
+            Step((r0 >>> 2).AsByte() & mask, (r1 >>> 2).AsByte() & mask, (r2 >>> 2).AsByte() & mask, (r3 >>> 2).AsByte() & mask, x + 64);
+            Step((r0 >>> 4).AsByte() & mask, (r1 >>> 4).AsByte() & mask, (r2 >>> 4).AsByte() & mask, (r3 >>> 4).AsByte() & mask, x + 128);
+            Step((r0 >>> 6).AsByte() & mask, (r1 >>> 6).AsByte() & mask, (r2 >>> 6).AsByte() & mask, (r3 >>> 6).AsByte() & mask, x + 192);
+        }
+        Store4(a, i, t, s00, s10, s20, s30);
+        Store4(a, i, t + 1, s01, s11, s21, s31);
+        Store4(a, i, t + 2, s02, s12, s22, s32);
+        Store4(a, i, t + 3, s03, s13, s23, s33);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        void Step(Vector512<byte> q0, Vector512<byte> q1, Vector512<byte> q2, Vector512<byte> q3, sbyte* p)
+        {
+            var v = Vector512.Load(p); s00 += Mul(q0, v); s10 += Mul(q1, v); s20 += Mul(q2, v); s30 += Mul(q3, v);
+            v = Vector512.Load(p + kp); s01 += Mul(q0, v); s11 += Mul(q1, v); s21 += Mul(q2, v); s31 += Mul(q3, v);
+            v = Vector512.Load(p + 2 * kp); s02 += Mul(q0, v); s12 += Mul(q1, v); s22 += Mul(q2, v); s32 += Mul(q3, v);
+            v = Vector512.Load(p + 3 * kp); s03 += Mul(q0, v); s13 += Mul(q1, v); s23 += Mul(q2, v); s33 += Mul(q3, v);
+        }
+    }
+
+    /// <summary>Widens four rows' int16 sums and reduces them together (vphaddd) into rows i..i+3 of token t.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store4(in Args a, int i, int t, Vector512<short> r0, Vector512<short> r1, Vector512<short> r2, Vector512<short> r3)
+    {
+        var ab = Avx2.HorizontalAdd(Fold(r0), Fold(r1));
+        var cd = Avx2.HorizontalAdd(Fold(r2), Fold(r3));
+        var abcd = Avx2.HorizontalAdd(ab, cd);               // [a b c d | a b c d] partial sums
+        var sums = abcd.GetLower() + abcd.GetUpper();
+        a.Store(i, t, sums.GetElement(0)); a.Store(i + 1, t, sums.GetElement(1));
+        a.Store(i + 2, t, sums.GetElement(2)); a.Store(i + 3, t, sums.GetElement(3));
+
+        static Vector256<int> Fold(Vector512<short> x)
+        {
+            var w = Widen(default, x);
+            return w.GetLower() + w.GetUpper();
         }
     }
 
