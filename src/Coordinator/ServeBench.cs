@@ -46,6 +46,7 @@ public static class ServeBench
                 ttft_p50_ms = Percentile(run.Ttft, 50), ttft_p99_ms = Percentile(run.Ttft, 99),
                 itl_p50_ms = Percentile(run.Itl, 50), itl_p99_ms = Percentile(run.Itl, 99),
                 tokens_per_s = Math.Round(run.Tokens / elapsed, 1), tokens = run.Tokens, requests = run.Requests, errors = run.Errors,
+                prompt_tokens = run.PromptTokens, cached_prompt_tokens = run.CachedTokens,
                 failed_turns = run.FailedTurns, unrecovered_sessions = run.Unrecovered, history_mismatches = mismatches,
             };
             if (pr.GetValue(json)) Cli.WriteJson(result);
@@ -84,8 +85,11 @@ public static class ServeBench
     {
         public readonly List<double> Ttft = new(), Itl = new();
         readonly List<(string Id, int Exchanges, Uri Base)> done = new();
-        long tokens, requests, errors, failedTurns, unrecovered;
+        long tokens, requests, errors, failedTurns, unrecovered, promptTokens, cachedTokens;
         public long Tokens => Interlocked.Read(ref tokens);
+        /// <summary>Prompt tokens of the finished turns, and how many of them the session's KV cache already held.</summary>
+        public long PromptTokens => Interlocked.Read(ref promptTokens);
+        public long CachedTokens => Interlocked.Read(ref cachedTokens);
         /// <summary>Turns that failed at least once (a conversation retries until one succeeds): the requests lost in flight.</summary>
         public long FailedTurns => Interlocked.Read(ref failedTurns);
         /// <summary>Conversations whose last attempt failed.</summary>
@@ -153,7 +157,13 @@ public static class ServeBench
                 using var doc = JsonDocument.Parse(line.AsMemory(6));
                 var root = doc.RootElement;
                 if (root.TryGetProperty("error", out var error)) throw new HttpRequestException($"in-band error: {error}");
-                if (root.TryGetProperty("usage", out var usage)) Interlocked.Add(ref tokens, usage.GetProperty("completion_tokens").GetInt32());
+                if (root.TryGetProperty("usage", out var usage))
+                {
+                    Interlocked.Add(ref tokens, usage.GetProperty("completion_tokens").GetInt32());
+                    Interlocked.Add(ref promptTokens, usage.GetProperty("prompt_tokens").GetInt32());
+                    if (usage.TryGetProperty("prompt_tokens_details", out var details) && details.TryGetProperty("cached_tokens", out var cached))
+                        Interlocked.Add(ref cachedTokens, cached.GetInt32());
+                }
                 foreach (var choice in root.GetProperty("choices").EnumerateArray())
                 {
                     if (!choice.GetProperty("delta").TryGetProperty("content", out var content) || content.GetString() is not { Length: > 0 }) continue;

@@ -98,6 +98,25 @@ public static class ChatFormat
         return ids.ToArray();
     }
 
+    /// <summary>
+    /// The next prompt of a conversation whose previous prompt and reply are known as tokens: those tokens as they
+    /// were (the reply as the model wrote it, not re-encoded from its stored text), the end of turn, the new user
+    /// message and the assistant marker. A server keeps its KV cache valid this way: re-encoding a reply (trimmed,
+    /// from text) can cut it into different tokens than the model sampled, and every token after the first
+    /// difference would be prefilled again.
+    /// </summary>
+    public static int[] ContinuePrompt(IReadOnlyList<int> promptAndReply, string userMessage)
+    {
+        var ids = new List<int>(promptAndReply.Count + 32);
+        ids.AddRange(promptAndReply);
+        ids.Add(EndOfTurnToken);
+        ids.AddRange(tokens.Value.User);
+        ids.AddRange(Gpt2Tokenizer.Shared.Encode(userMessage.Trim()));
+        ids.AddRange(tokens.Value.NewLine);
+        ids.AddRange(tokens.Value.Assistant);
+        return ids.ToArray();
+    }
+
     static void EncodeMessages(IReadOnlyList<ChatMessage> messages, List<int> ids, List<bool> mask)
     {
         var tokenizer = Gpt2Tokenizer.Shared;

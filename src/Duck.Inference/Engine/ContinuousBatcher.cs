@@ -12,7 +12,9 @@ using System.Threading.Channels;
 namespace Duck.Inference.Engine;
 
 /// <summary>The outcome of one generation, complete when its text channel has ended.</summary>
-public sealed record GenerationSummary(int PromptTokens, int CachedTokens, int GeneratedTokens, StopReason StopReason, double TimeToFirstTokenMs);
+/// <param name="ReplyTokens">The sampled token ids, the end-of-text token that ended the reply excluded.</param>
+public sealed record GenerationSummary(int PromptTokens, int CachedTokens, int GeneratedTokens, StopReason StopReason, double TimeToFirstTokenMs,
+    IReadOnlyList<int> ReplyTokens);
 
 /// <summary>A running generation: its text pieces as they are produced, then its summary.</summary>
 public sealed class GenerationStream
@@ -201,6 +203,7 @@ public sealed class ContinuousBatcher : IDisposable
         readonly TokenTextDecoder decoder = new();
         readonly StringBuilder pending = new();
         readonly Stopwatch clock = Stopwatch.StartNew();
+        readonly List<int> replyTokens = new();
         int generated;
         double firstTokenMs;
 
@@ -223,6 +226,7 @@ public sealed class ContinuousBatcher : IDisposable
                 if (generated == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
                 generated++;
                 if (token == options.EndOfTextToken) { Finish(StopReason.EndOfText); return; }
+                replyTokens.Add(token);
                 pending.Append(decoder.Append(token));
                 var (emit, stopped) = TextGenerator.SplitAtStop(pending, options.StopSequences);
                 if (emit.Length > 0) Stream.Pieces.Writer.TryWrite(emit);
@@ -245,7 +249,7 @@ public sealed class ContinuousBatcher : IDisposable
             }
             ended();
             Stream.Pieces.Writer.TryComplete();
-            Stream.Result.TrySetResult(new GenerationSummary(prompt.Length, CachedTokens, generated, reason, firstTokenMs));
+            Stream.Result.TrySetResult(new GenerationSummary(prompt.Length, CachedTokens, generated, reason, firstTokenMs, replyTokens));
         }
 
         public void Fail(Exception e)

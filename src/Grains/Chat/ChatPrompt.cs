@@ -75,6 +75,23 @@ static class ChatPrompt
         return prompt.Length <= budget ? (prompt, skip) : throw TooLong(prompt.Length, context, maxTokens);
     }
 
+    /// <summary>Rejects a new session message the chat template cannot carry (empty, or holding reserved text).</summary>
+    public static void Check(string message)
+    {
+        string? problem = Conversation.FindProblem([ChatMessage.User(message)], endsWithAssistant: false);
+        if (problem is not null) throw new ChatException(ChatErrorKind.InvalidRequest, $"messages: {problem}");
+    }
+
+    /// <summary>
+    /// The next prompt continuing the previous prompt and reply as tokens (ChatFormat.ContinuePrompt), or null when
+    /// it would not leave room for the reply (the caller then uses the window's prompt from the stored text).
+    /// </summary>
+    public static int[]? Continue(IReadOnlyList<int> promptAndReply, string message, int maxTokens, int context)
+    {
+        int[] prompt = ChatFormat.ContinuePrompt(promptAndReply, message);
+        return prompt.Length <= Budget(maxTokens, context) ? prompt : null;
+    }
+
     /// <summary>The stored exchanges after the first <paramref name="skip"/> as prompt messages: an exchange whose reply
     /// was empty is left out (an empty turn is not a valid message).</summary>
     public static List<ChatMessage> History(string? systemPrompt, IReadOnlyList<ChatTurn> turns, string message, int skip = 0)
@@ -92,7 +109,7 @@ static class ChatPrompt
 
     /// <summary>Runs one generation on the model's batcher and yields its text, then the usage; the reply text collects in <paramref name="reply"/>.</summary>
     public static async IAsyncEnumerable<ChatChunk> StreamAsync(ServedModel model, InferenceSession session, int[] prompt, SamplingOptions sampling,
-        StringBuilder reply, [EnumeratorCancellation] CancellationToken ct = default, Action<Task>? started = null)
+        StringBuilder reply, [EnumeratorCancellation] CancellationToken ct = default, Action<Task<GenerationSummary>>? started = null)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var modelTag = new KeyValuePair<string, object?>("model", model.Name);

@@ -30,8 +30,11 @@ public sealed class ChatSessionGrain(
     InferenceSession? cache;
     int turn; // the number of the newest turn; an older one finding a different number was superseded
     CancellationTokenSource? replying;
-    Task? replyDone; // the running generation: the next turn waits for the batcher to let go of the cache
+    Task<GenerationSummary>? replyDone; // the running generation: the next turn waits for the batcher to let go of the cache
     int window; // stored exchanges left out of the prompt because the context is full (see ChatPrompt.BuildWindow)
+    // The last stored turn's prompt and reply as the model saw and wrote them, while the window has not moved: the
+    // next prompt continues these tokens, so the KV cache holds all of it and only the new message is prefilled.
+    (int[] Tokens, int Window, int Turns)? continuation;
 
     public override Task OnActivateAsync(CancellationToken ct)
     {
@@ -73,8 +76,15 @@ public sealed class ChatSessionGrain(
         var settings = spec.Settings.With(overrides);
         int context = model.Model.Config.ContextLength;
         var turns = state.State.Messages;
-        (int[] prompt, window) = ChatPrompt.BuildWindow(skip => ChatPrompt.History(spec.SystemPrompt, turns, message ?? "", skip),
-            turns.Count / 2, Math.Min(window, turns.Count / 2), settings.MaxTokens ?? host.Options.DefaultMaxTokens, context);
+        int maxTokens = settings.MaxTokens ?? host.Options.DefaultMaxTokens;
+        ChatPrompt.Check(message ?? "");
+        int[] prompt;
+        if (continuation is { } c && c.Window == window && c.Turns == turns.Count && ChatPrompt.Continue(c.Tokens, message!, maxTokens, context) is { } next)
+            prompt = next;
+        else
+            (prompt, window) = ChatPrompt.BuildWindow(skip => ChatPrompt.History(spec.SystemPrompt, turns, message ?? "", skip),
+                turns.Count / 2, Math.Min(window, turns.Count / 2), maxTokens, context);
+        continuation = null;
         var sampling = ChatPrompt.Sampling(settings, host.Options, context - prompt.Length);
         cache ??= new InferenceSession(model.Model);
         var reply = new StringBuilder();
@@ -90,9 +100,16 @@ public sealed class ChatSessionGrain(
             else yield return chunks.Current;
         }
         if (mine != turn) throw Superseded();
+        var generation = replyDone;
         state.State.Messages.Add(new ChatTurn("user", message!.Trim()));
-        state.State.Messages.Add(new ChatTurn("assistant", ChatPrompt.CleanReply(reply.ToString())));
+        string stored = ChatPrompt.CleanReply(reply.ToString());
+        state.State.Messages.Add(new ChatTurn("assistant", stored));
         await state.WriteStateAsync();
+        // A reply cut by a stop sequence holds the stop's tokens, and an empty one is left out of prompts: those
+        // turns continue from the stored text instead.
+        if (mine == turn && generation is { IsCompletedSuccessfully: true } finished && stored.Length > 0
+            && finished.Result.StopReason is StopReason.EndOfText or StopReason.MaxTokens)
+            continuation = ([.. prompt, .. finished.Result.ReplyTokens], window, state.State.Messages.Count);
         yield return new ChatChunk("", usage);
     }
 
@@ -117,6 +134,7 @@ public sealed class ChatSessionGrain(
         state.State = new ChatSessionState();
         cache = null;
         window = 0;
+        continuation = null;
         DeactivateOnIdle();
         return true;
     }

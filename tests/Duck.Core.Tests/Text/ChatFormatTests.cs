@@ -115,6 +115,19 @@ public sealed class ChatFormatTests
     }
 
     [Fact]
+    public void ContinuePrompt_PromptAndReplyTokens_EqualsThePromptOfTheLongerHistory()
+    {
+        // TwoTurns: system, user, assistant, user, assistant. Continue after the first exchange with the second user turn.
+        var m = TwoTurns.Messages;
+        int[] first = ChatFormat.PromptForReply(m.Take(2).ToArray());
+        int[] reply = Tokenizer.Encode(m[2].Content.Trim());
+
+        int[] next = ChatFormat.ContinuePrompt([.. first, .. reply], "  " + m[3].Content + " ");
+
+        Assert.Equal(ChatFormat.PromptForReply(m.Take(4).ToArray()), next);
+    }
+
+    [Fact]
     public void PromptForReply_HistoryEndingWithAssistant_Throws()
     {
         var e = Assert.Throws<ArgumentException>(() => ChatFormat.PromptForReply(TwoTurns.Messages));

@@ -50,11 +50,32 @@ public sealed class ChatGrainTests : IAsyncLifetime
         var info = await session.GetAsync();
 
         Assert.Equal(0, one.CachedTokens);
-        Assert.True(two.CachedTokens >= one.PromptTokens, $"turn 2 reused {two.CachedTokens} cached tokens; turn 1's prompt alone was {one.PromptTokens}");
+        // Turn 2 continues turn 1's tokens as sampled: the cache holds turn 1's prompt and every reply token that was
+        // run through the model (all but the last one sampled), so only the rest is prefilled.
+        Assert.Equal(one.PromptTokens + one.CompletionTokens - 1, two.CachedTokens);
         Assert.True(two.PromptTokens > one.PromptTokens);
         Assert.Equal(["user", "assistant", "user", "assistant"], info!.Messages.Select(m => m.Role));
         Assert.True(info.CachedTokens >= two.PromptTokens && info.CacheBytes > 0, $"{info.CachedTokens} tokens, {info.CacheBytes} B cached");
         Assert.Equal(["Hi", reply1.Trim(), "Tell me more", reply2.Trim()], info.Messages.Select(m => m.Content));
+    }
+
+    [Fact]
+    public async Task SendAsync_ReplyOfRandomTokens_NextTurnReusesItsTokensAsSampled()
+    {
+        // Sampling the random model's whole vocabulary writes a reply whose text, trimmed and encoded again, splits
+        // into other tokens than the ones sampled; the next turn still finds every token it ran in the cache.
+        var session = Client.GetGrain<IChatSessionGrain>("random-tokens");
+        await session.CreateAsync(new ChatSessionSpec
+        {
+            Model = ChatCluster.Model, Settings = new ChatGenerationSettings { Temperature = 1, TopK = 0, TopP = 1, Seed = 3, MaxTokens = 8 },
+        });
+        var (_, one) = await ChatCluster.ReadAsync(session.SendAsync("Hi"));
+        var (_, two) = await ChatCluster.ReadAsync(session.SendAsync("And then?"));
+
+        Assert.Equal(8, one.CompletionTokens);
+        Assert.Equal(one.PromptTokens + one.CompletionTokens - 1, two.CachedTokens);
+        Assert.Equal(two.PromptTokens, two.CachedTokens + 1 + 1 + ChatFormat.MarkerTokens(ChatRole.User).Count
+            + Gpt2Tokenizer.Shared.Encode("And then?").Length + 1 + ChatFormat.MarkerTokens(ChatRole.Assistant).Count);
     }
 
     [Fact]
