@@ -28,6 +28,18 @@ public class AttentionKernelsTests
     }
 
     [Fact]
+    public void Store_VectorAndTail_EqualsScalarConversion()
+    {
+        var rng = new Random(5);
+        var x = Enumerable.Range(0, 37).Select(i => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-8, 8)))).ToArray();
+        x[3] = float.NaN; x[20] = float.PositiveInfinity; x[21] = -0f; x[5] = x[35] = BitConverter.UInt32BitsToSingle(0x7F800001); // a NaN that rounding would turn into inf (vector part and tail)
+        var y = new ushort[x.Length];
+        AttentionKernels.Store(x, y);
+        Assert.Equal(x.Select(AttentionKernels.ToBf16), y);
+        Assert.True(float.IsNaN(AttentionKernels.FromBf16(y[5])) && float.IsNaN(AttentionKernels.FromBf16(y[35])));
+    }
+
+    [Fact]
     public void RoundToBf16_RelativeError_AtMost2PowMinus8()
     {
         var rng = new Random(3);

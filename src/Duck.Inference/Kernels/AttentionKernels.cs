@@ -27,10 +27,24 @@ public static unsafe class AttentionKernels
     /// <summary>The value a float has after a round trip through bf16.</summary>
     public static float RoundToBf16(float x) => FromBf16(ToBf16(x));
 
-    /// <summary>Stores x as bf16.</summary>
+    /// <summary>Stores x as bf16 (the same rounding as <see cref="ToBf16"/>, 16 values per step).</summary>
     public static void Store(ReadOnlySpan<float> x, Span<ushort> y)
     {
-        for (int i = 0; i < x.Length; i++) y[i] = ToBf16(x[i]);
+        if (y.Length < x.Length) throw new ArgumentException($"bf16 output holds {y.Length} values, needs {x.Length}");
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            fixed (float* xp = x)
+            fixed (ushort* yp = y)
+                for (; i + 16 <= x.Length; i += 16)
+                    Vector256.Narrow(Round(Vector256.Load(xp + i).AsUInt32()), Round(Vector256.Load(xp + i + 8).AsUInt32())).Store(yp + i);
+        for (; i < x.Length; i++) y[i] = ToBf16(x[i]);
+
+        static Vector256<uint> Round(Vector256<uint> b)
+        {
+            var rounded = (b + Vector256.Create(0x7FFFu) + ((b >>> 16) & Vector256<uint>.One)) >>> 16;
+            var nan = Vector256.GreaterThan((b & Vector256.Create(0x7FFFFFFFu)).AsInt32(), Vector256.Create(0x7F800000)).AsUInt32();
+            return Vector256.ConditionalSelect(nan, (b >>> 16) | Vector256.Create(0x40u), rounded);
+        }
     }
 
     /// <summary>
