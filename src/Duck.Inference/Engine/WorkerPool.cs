@@ -67,6 +67,10 @@ public sealed class WorkerPool : IDisposable
             if (Volatile.Read(ref sleepers) > 0)
                 lock (gate) Monitor.PulseAll(gate);
             job.Drain();
+            // The items left are running on workers right now: pause-spin for them, and yield the core only if they
+            // take long (a worker descheduled on a busy machine).
+            long until = Stopwatch.GetTimestamp() + SpinTicks;
+            while (Volatile.Read(ref job.Completed) < itemCount && Stopwatch.GetTimestamp() < until) Thread.SpinWait(20);
             var spin = new SpinWait();
             while (Volatile.Read(ref job.Completed) < itemCount) spin.SpinOnce(sleep1Threshold: -1);
             if (job.Failure is not null) throw new AggregateException(job.Failure).InnerException!;
