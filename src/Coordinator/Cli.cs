@@ -47,6 +47,14 @@ public static class Cli
 
     /// <summary>Writes one JSON object on one line to stdout (the --json interface).</summary>
     public static void WriteJson(object value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, JsonLine));
+
+    /// <summary>The value of a --kv-cache option.</summary>
+    public static Duck.Inference.Engine.KvCacheType ParseKvCache(string value) => value.ToLowerInvariant() switch
+    {
+        "bf16" => Duck.Inference.Engine.KvCacheType.Bf16,
+        "int8" => Duck.Inference.Engine.KvCacheType.Int8,
+        _ => throw new UserErrorException($"--kv-cache must be bf16 or int8, got '{value}'"),
+    };
 }
 
 /// <summary>A mistake of the user's (bad input, impossible settings) to report as one line, without a stack trace.</summary>

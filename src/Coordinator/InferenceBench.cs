@@ -20,10 +20,11 @@ public static class InferenceBench
         var threads = new Option<int>("--threads") { Description = "Threads per request", DefaultValueFactory = _ => 2 };
         var kernel = new Option<string?>("--kernel") { Description = "Force a kernel path: scalar, avx2, avxvnni, avx512" };
         var json = new Option<bool>("--json") { Description = "One JSON line" };
+        var kv = new Option<string>("--kv-cache") { Description = "KV cache element type: bf16 or int8", DefaultValueFactory = _ => "bf16" };
         var batch = new Option<int>("--batch") { Description = "Concurrent sessions decoded together in one batched pass per token (the chat batcher's shape)", DefaultValueFactory = _ => 1 };
         var repeat = new Option<int>("--repeat") { Description = "Measured runs; the best of each phase is reported (noise on a shared machine only slows runs down)", DefaultValueFactory = _ => 3 };
         var cmd = new Command("infer", "Measure prefill and decode tokens/s of the inference engine.");
-        foreach (var o in new Option[] { model, preset, random, prompt, generate, threads, kernel, batch, json, repeat }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, preset, random, prompt, generate, threads, kernel, batch, kv, json, repeat }) cmd.Options.Add(o);
         cmd.SetAction((ParseResult pr, CancellationToken ct) =>
         {
             string? path = pr.GetValue(model), presetName = pr.GetValue(preset);
@@ -44,6 +45,7 @@ public static class InferenceBench
                 m.KernelPath = Enum.TryParse<KernelPath>(k, ignoreCase: true, out var kp) && TernaryMatMul.IsSupported(kp)
                     ? kp : throw new UserErrorException($"--kernel '{k}' is unknown or unsupported here (best: {TernaryMatMul.Best})");
             }
+            m.KvCacheType = Cli.ParseKvCache(pr.GetValue(kv)!);
             if (promptTokens + genTokens > m.Config.ContextLength)
                 throw new UserErrorException($"prompt {promptTokens} + generate {genTokens} tokens exceed the context window of {m.Config.ContextLength}");
             var rng = new Random(7);
@@ -107,7 +109,7 @@ public static class InferenceBench
             if (pr.GetValue(json))
                 Cli.WriteJson(new
                 {
-                    model = name, runs, kernel = m.KernelPath.ToString(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens, batch = nBatch,
+                    model = name, runs, kernel = m.KernelPath.ToString(), kv_cache = m.KvCacheType.ToString().ToLowerInvariant(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens, batch = nBatch,
                     prefill_tokens_per_s = Math.Round(prefillTps, 1), decode_tokens_per_s = Math.Round(decodeTps, 1),
                     ttft_ms = Math.Round(ttftMs, 1), prefill_cpu_ms = Math.Round(prefillCpuMs), decode_cpu_ms = Math.Round(decodeCpuMs), load_ms = Math.Round(loadMs, 1), file_bytes = m.FileBytes, peak_rss_bytes = peak,
                 });

@@ -20,9 +20,10 @@ public static class PersonaEvalCommand
         var seed = new Option<int>("--seed") { Description = "Sampling seed of the replies (temperature 0.8, top-k 40, as duck test)", DefaultValueFactory = _ => 42 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens per generated reply", DefaultValueFactory = _ => 64 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
+        var kv = new Option<string>("--kv-cache") { Description = "KV cache element type of both models: bf16 or int8", DefaultValueFactory = _ => "bf16" };
         var cmd = new Command("persona", "Held-out persona loss before/after fine-tuning, clean turn endings, and the 8 prompts side by side")
         {
-            model, baseModel, data, seed, maxTokens, json,
+            model, baseModel, data, seed, maxTokens, json, kv,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -39,6 +40,7 @@ public static class PersonaEvalCommand
 
             using var after = InferenceModel.Load(modelPath);
             using var before = LoadBase(baseSource);
+            before.KvCacheType = after.KvCacheType = Cli.ParseKvCache(pr.GetValue(kv)!);
             if (before.Config with { Ternary = after.Config.Ternary } != after.Config)
                 throw new UserErrorException($"the base model ({baseSource}) and '{modelPath}' have different architectures");
             var lossBefore = PersonaEvaluation.ReplyLoss(before, conversations);

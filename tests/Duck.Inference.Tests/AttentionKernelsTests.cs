@@ -80,4 +80,48 @@ public class AttentionKernelsTests
             AttentionKernels.Attend(qp, kp, vp, count, hd, scale, sp, op);
         for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"dim {d}: {o[d]} vs {expected[d]}");
     }
+
+    [Fact]
+    public void QuantizeInt8_RoundTrip_WithinHalfAScale()
+    {
+        var rng = new Random(9);
+        var x = Enumerable.Range(0, 64).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+        var q = new sbyte[64];
+        float scale = AttentionKernels.QuantizeInt8(x, q);
+        Assert.Equal(x.Max(MathF.Abs) / 127f, scale, 6);
+        for (int i = 0; i < x.Length; i++) Assert.True(MathF.Abs(q[i] * scale - x[i]) <= scale / 2 + 1e-6f, $"{i}");
+        Assert.Equal(0f, AttentionKernels.QuantizeInt8(new float[8], q));
+        Assert.All(q.Take(8), v => Assert.Equal(0, v));
+    }
+
+    [Theory]
+    [InlineData(64, 1)]
+    [InlineData(64, 37)]
+    [InlineData(64, 256)]
+    [InlineData(16, 9)]
+    [InlineData(100, 33)]
+    public unsafe void AttendInt8_MatchesDoublePrecisionSoftmax(int hd, int count)
+    {
+        var rng = new Random(hd * 7 + count);
+        var q = Enumerable.Range(0, hd).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var k = Enumerable.Range(0, hd * count).Select(_ => (sbyte)rng.Next(-127, 128)).ToArray();
+        var v = Enumerable.Range(0, hd * count).Select(_ => (sbyte)rng.Next(-127, 128)).ToArray();
+        var ks = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() * 0.03)).ToArray();
+        var vs = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() * 0.01)).ToArray();
+        float scale = 1f / MathF.Sqrt(hd);
+        var s = new double[count];
+        for (int j = 0; j < count; j++)
+            for (int d = 0; d < hd; d++) s[j] += (double)q[d] * k[j * hd + d] * ks[j] * scale;
+        double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+        var expected = new double[hd];
+        for (int j = 0; j < count; j++)
+            for (int d = 0; d < hd; d++) expected[d] += Math.Exp(s[j] - max) / sum * v[j * hd + d] * vs[j];
+
+        var o = new float[hd];
+        var scores = new float[count];
+        fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
+        fixed (sbyte* kp = k, vp = v)
+            AttentionKernels.AttendInt8(qp, kp, ksp, vp, vsp, count, hd, scale, sp, op);
+        for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"dim {d}: {o[d]} vs {expected[d]}");
+    }
 }

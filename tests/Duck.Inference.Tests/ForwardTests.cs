@@ -147,6 +147,30 @@ public class ForwardTests
     }
 
     [Fact]
+    public void Int8KvCache_DecodeEqualsRecomputeAndStaysCloseToBf16()
+    {
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 16);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            var bf16 = new InferenceSession(model).AppendAllLogits(Prompt);
+            model.KvCacheType = KvCacheType.Int8;
+            var full = new InferenceSession(model).AppendAllLogits(Prompt);
+            var inc = new InferenceSession(model);
+            inc.Append(Prompt.AsSpan(0, 4));
+            int v = config.VocabSize;
+            for (int t = 4; t < Prompt.Length; t++)
+                Assert.True(MaxAbsDiff(inc.Append([Prompt[t]]), full.AsSpan(t * v, v)) < 1e-4f, $"position {t}");
+            // int8 keys and values move the logits by about 1 % of their scale, not more.
+            float scale = bf16.Max(MathF.Abs);
+            Assert.True(MaxAbsDiff(full, bf16) < 0.03f * scale, $"max |int8 - bf16| {MaxAbsDiff(full, bf16)} against logit scale {scale}");
+            Assert.Equal(2L * config.NumLayers * 64 * config.NumHeads * (config.HeadDim + sizeof(float)), inc.CacheBytes); // 64 positions
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
     public void Forward_EveryKernelPath_SameLogits()
     {
         var config = TestModels.Tiny(vocab: 1000);

@@ -6,56 +6,6 @@ using Duck.Inference.Kernels;
 
 namespace Duck.Inference.Engine;
 
-/// <summary>
-/// Keys and values of every layer for one sequence, bf16 (AttentionKernels), head-major: [head, position, headDim]
-/// per layer, so the positions one head attends over are contiguous. Grown on demand.
-/// </summary>
-public sealed class KvCache
-{
-    readonly int numHeads, headDim, maxPositions;
-    public ushort[][] K { get; private set; }
-    public ushort[][] V { get; private set; }
-    /// <summary>Positions the arrays can hold.</summary>
-    public int Capacity { get; private set; }
-
-    public KvCache(int layers, int numHeads, int headDim, int maxPositions)
-    {
-        this.numHeads = numHeads;
-        this.headDim = headDim;
-        this.maxPositions = maxPositions;
-        K = new ushort[layers][];
-        V = new ushort[layers][];
-        for (int l = 0; l < layers; l++) { K[l] = []; V[l] = []; }
-    }
-
-    /// <summary>Bytes currently allocated.</summary>
-    public long SizeBytes => 2L * K.Length * Capacity * numHeads * headDim * sizeof(ushort);
-
-    /// <summary>Offset of (head, position) in a layer's array.</summary>
-    public int Offset(int head, int position) => (head * Capacity + position) * headDim;
-
-    /// <summary>Makes room for positions [0, positions).</summary>
-    public void EnsureCapacity(int positions)
-    {
-        if (positions <= Capacity) return;
-        int capacity = Math.Min(maxPositions, Math.Max(64, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)positions)));
-        for (int l = 0; l < K.Length; l++)
-        {
-            K[l] = Regrow(K[l], capacity);
-            V[l] = Regrow(V[l], capacity);
-        }
-        Capacity = capacity;
-    }
-
-    ushort[] Regrow(ushort[] old, int capacity)
-    {
-        var grown = GC.AllocateUninitializedArray<ushort>(numHeads * capacity * headDim);
-        for (int h = 0; h < numHeads && Capacity > 0; h++)
-            Array.Copy(old, h * Capacity * headDim, grown, h * capacity * headDim, Capacity * headDim);
-        return grown;
-    }
-}
-
 /// <summary>Activation buffers of one forward call, reused between calls.</summary>
 public sealed class ForwardScratch
 {
@@ -135,11 +85,7 @@ public sealed partial class InferenceModel
                 VectorMath.Rope(s.Q.AsSpan(r * D, D), H, hd, cos, sin);
                 VectorMath.Rope(s.K.AsSpan(r * D, D), H, hd, cos, sin);
                 for (int h = 0; h < H; h++)
-                {
-                    int o = caches[r].Offset(h, p);
-                    AttentionKernels.Store(s.K.AsSpan(r * D + h * hd, hd), caches[r].K[l].AsSpan(o, hd));
-                    AttentionKernels.Store(s.V.AsSpan(r * D + h * hd, hd), caches[r].V[l].AsSpan(o, hd));
-                }
+                    caches[r].Store(l, h, p, s.K.AsSpan(r * D + h * hd, hd), s.V.AsSpan(r * D + h * hd, hd));
             }
             Attention(l, R, caches, positions, s);                            // [R, D]
             NormAndQuantize(s.Att, B.AttnSubNorm, s.Att, R, D, qa);
@@ -197,10 +143,20 @@ public sealed partial class InferenceModel
     {
         int D = Config.ModelDim, hd = Config.HeadDim, count = positions[r] + 1;
         float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(count);
-        int baseOffset = caches[r].Offset(h, 0);
-        fixed (ushort* keys = caches[r].K[layer], values = caches[r].V[layer])
+        var cache = caches[r];
+        int offset = cache.Offset(h, 0);
+        float scale = 1f / MathF.Sqrt(hd);
         fixed (float* q = s.Q, att = s.Att, sc = scores)
-            AttentionKernels.Attend(q + r * D + h * hd, keys + baseOffset, values + baseOffset, count, hd, 1f / MathF.Sqrt(hd), sc, att + r * D + h * hd);
+        {
+            float* qh = q + r * D + h * hd, oh = att + r * D + h * hd;
+            if (cache.Type == KvCacheType.Int8)
+                fixed (sbyte* keys = cache.K8[layer], values = cache.V8[layer])
+                fixed (float* ks = cache.KScale[layer], vs = cache.VScale[layer])
+                    AttentionKernels.AttendInt8(qh, keys + offset, ks + h * cache.Capacity, values + offset, vs + h * cache.Capacity, count, hd, scale, sc, oh);
+            else
+                fixed (ushort* keys = cache.K[layer], values = cache.V[layer])
+                    AttentionKernels.Attend(qh, keys + offset, values + offset, count, hd, scale, sc, oh);
+        }
         System.Buffers.ArrayPool<float>.Shared.Return(scores);
     }
 }

@@ -33,6 +33,8 @@ public sealed partial class InferenceModel : IDisposable
     public Linear Head { get; }
     /// <summary>Kernel path used by every ternary layer (tests force one; default the fastest supported).</summary>
     public KernelPath KernelPath { get; set; } = TernaryMatMul.Best;
+    /// <summary>Element type of the KV caches of sessions created from now on (existing sessions keep theirs).</summary>
+    public KvCacheType KvCacheType { get; set; } = KvCacheType.Bf16;
     /// <summary>Size of the file it was loaded from (or would be written as, for random weights).</summary>
     public long FileBytes { get; init; }
 

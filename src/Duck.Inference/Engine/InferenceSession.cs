@@ -36,7 +36,7 @@ public sealed class InferenceSession
         cache = NewCache();
     }
 
-    KvCache NewCache() => new(Model.Config.NumLayers, Model.Config.NumHeads, Model.Config.HeadDim, Model.Config.ContextLength);
+    KvCache NewCache() => new(Model.Config.NumLayers, Model.Config.NumHeads, Model.Config.HeadDim, Model.Config.ContextLength, Model.KvCacheType);
 
     /// <summary>Runs the tokens through the model after the current history; returns the logits after the last one.</summary>
     public ReadOnlySpan<float> Append(ReadOnlySpan<int> newTokens)

@@ -1,7 +1,8 @@
-// Attention over a bf16 KV cache: bfloat16 storage (the upper half of an fp32, rounded to nearest even), widened
-// back to fp32 in registers for the q·k dot products and the weighted sum of values. bf16 halves the memory a
-// decode step streams per cached position (the part of a batched decode that grows with the sessions' lengths)
-// and keeps each element within a relative 2^-8 of its fp32 value. Not the cache bookkeeping (KvCache) or the forward pass.
+// Attention over a compact KV cache, widened back to fp32 in registers for the q·k dot products and the weighted
+// sum of values: bfloat16 storage (the upper half of an fp32, rounded to nearest even: each element within a
+// relative 2^-8 of its fp32 value, half the bytes) or int8 with an absmax scale per head vector (a quarter of the
+// bytes). A decode step streams every cached position of every session it advances, so these bytes are the part
+// of a batched decode that grows with the sessions' lengths. Not the cache bookkeeping (KvCache) or the forward pass.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -59,8 +60,7 @@ public static unsafe class AttentionKernels
         else
             for (int j = 0; j < count; j++) scores[j] = (simd ? DotBf16(q, keys + (long)j * hd, hd) : DotBf16Scalar(q, keys + (long)j * hd, hd)) * scale;
         for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
-        float sum = ExpAndSum(scores, count, max);
-        float inv = 1f / sum;
+        float inv = 1f / ExpAndSum(scores, count, max);
         if (simd && hd == 64) { WeightedSumHd64(values, scores, count, inv, o); return; }
         new Span<float>(o, hd).Clear();
         for (int j = 0; j < count; j++)
@@ -75,6 +75,91 @@ public static unsafe class AttentionKernels
             else
                 for (int d = 0; d < hd; d++) o[d] += a * FromBf16(v[d]);
         }
+    }
+
+    /// <summary>x ≈ q · scale with q = round(x / scale) in [-127, 127], scale = max|x| / 127; returns the scale (0 for all zeros).</summary>
+    public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q)
+    {
+        float max = 0;
+        foreach (float v in x) max = MathF.Max(max, MathF.Abs(v));
+        if (max == 0) { q[..x.Length].Clear(); return 0; }
+        float inv = 127f / max;
+        for (int i = 0; i < x.Length; i++) q[i] = (sbyte)Math.Clamp(MathF.Round(x[i] * inv), -127, 127);
+        return max / 127f;
+    }
+
+    /// <summary>
+    /// <see cref="Attend"/> over an int8 cache: key j is keyScales[j] · keys[j], value j is valueScales[j] · values[j].
+    /// </summary>
+    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o)
+    {
+        bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
+        float max = float.NegativeInfinity;
+        if (simd && hd == 64) ScoresInt8Hd64(q, keys, keyScales, count, scale, scores);
+        else
+            for (int j = 0; j < count; j++)
+            {
+                sbyte* k = keys + (long)j * hd;
+                float dot = 0;
+                if (simd)
+                {
+                    var acc = Vector256<float>.Zero;
+                    for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), Widen(k + d), acc);
+                    dot = Vector256.Sum(acc);
+                }
+                else
+                    for (int d = 0; d < hd; d++) dot += q[d] * k[d];
+                scores[j] = dot * keyScales[j] * scale;
+            }
+        for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
+        float inv = 1f / ExpAndSum(scores, count, max);
+        if (simd && hd == 64) { WeightedSumInt8Hd64(values, valueScales, scores, count, inv, o); return; }
+        new Span<float>(o, hd).Clear();
+        for (int j = 0; j < count; j++)
+        {
+            float a = scores[j] * inv * valueScales[j];
+            sbyte* v = values + (long)j * hd;
+            if (simd)
+            {
+                var va = Vector256.Create(a);
+                for (int d = 0; d < hd; d += 8) Fma.MultiplyAdd(Widen(v + d), va, Vector256.Load(o + d)).Store(o + d);
+            }
+            else
+                for (int d = 0; d < hd; d++) o[d] += a * v[d];
+        }
+    }
+
+    /// <summary>8 int8 values → 8 floats (vpmovsxbd + vcvtdq2ps).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Widen(sbyte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
+
+    static void ScoresInt8Hd64(float* q, sbyte* keys, float* keyScales, int count, float scale, float* scores)
+    {
+        var q0 = Vector256.Load(q); var q1 = Vector256.Load(q + 8); var q2 = Vector256.Load(q + 16); var q3 = Vector256.Load(q + 24);
+        var q4 = Vector256.Load(q + 32); var q5 = Vector256.Load(q + 40); var q6 = Vector256.Load(q + 48); var q7 = Vector256.Load(q + 56);
+        for (int j = 0; j < count; j++)
+        {
+            sbyte* a = keys + j * 64;
+            var s = Fma.MultiplyAdd(q0, Widen(a), Fma.MultiplyAdd(q1, Widen(a + 8), Fma.MultiplyAdd(q2, Widen(a + 16), q3 * Widen(a + 24))));
+            var t = Fma.MultiplyAdd(q4, Widen(a + 32), Fma.MultiplyAdd(q5, Widen(a + 40), Fma.MultiplyAdd(q6, Widen(a + 48), q7 * Widen(a + 56))));
+            scores[j] = Vector256.Sum(s + t) * keyScales[j] * scale;
+        }
+    }
+
+    static void WeightedSumInt8Hd64(sbyte* values, float* valueScales, float* scores, int count, float inv, float* o)
+    {
+        Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
+        for (int j = 0; j < count; j++)
+        {
+            var a = Vector256.Create(scores[j] * inv * valueScales[j]);
+            sbyte* v = values + j * 64;
+            o0 = Fma.MultiplyAdd(Widen(v), a, o0); o1 = Fma.MultiplyAdd(Widen(v + 8), a, o1);
+            o2 = Fma.MultiplyAdd(Widen(v + 16), a, o2); o3 = Fma.MultiplyAdd(Widen(v + 24), a, o3);
+            o4 = Fma.MultiplyAdd(Widen(v + 32), a, o4); o5 = Fma.MultiplyAdd(Widen(v + 40), a, o5);
+            o6 = Fma.MultiplyAdd(Widen(v + 48), a, o6); o7 = Fma.MultiplyAdd(Widen(v + 56), a, o7);
+        }
+        o0.Store(o); o1.Store(o + 8); o2.Store(o + 16); o3.Store(o + 24);
+        o4.Store(o + 32); o5.Store(o + 40); o6.Store(o + 48); o7.Store(o + 56);
     }
 
     /// <summary>8 bf16 values → 8 floats (vpmovzxwd + vpslld).</summary>

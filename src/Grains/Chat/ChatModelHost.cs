@@ -25,6 +25,12 @@ public record ChatServingOptions
     public int MaxTokensLimit { get; init; } = 1024;
     /// <summary>Local folder for models downloaded from Azure Blob storage (default: the temp folder).</summary>
     public string? CacheFolder { get; init; }
+    /// <summary>
+    /// How sessions' KV caches store keys and values: Int8 (the default: half of Bf16's bytes per cached token, which
+    /// a batched decode streams for every session; the persona evaluation's reply loss moved by 0.004 %, see
+    /// docs/benchmarks.md) or Bf16.
+    /// </summary>
+    public KvCacheType KvCache { get; init; } = KvCacheType.Int8;
 }
 
 /// <summary>A loaded model and the batcher that runs it.</summary>
@@ -90,6 +96,7 @@ public sealed partial class ChatModelHost(ChatServingOptions options, ILogger<Ch
         }
         int threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
         var model = InferenceModel.Load(path, threads);
+        model.KvCacheType = options.KvCache;
         Log.ChatModelLoaded(logger, name, path, model.Config.NumLayers, model.Config.ModelDim, model.Config.ContextLength, threads);
         return new ServedModel(name, model, new ContinuousBatcher(model, options.MaxBatchSize, name));
     }

@@ -1,0 +1,102 @@
+// The KV cache of one sequence: keys and values of every layer, head-major ([head, position, headDim] per layer) so
+// the positions one head attends over are contiguous, grown on demand up to the context window. Two element
+// types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale per head and position
+// (absmax / 127: half of bf16's bytes, the part of a batched decode's memory traffic that grows with the sessions'
+// lengths). Not the attention arithmetic (AttentionKernels).
+namespace Duck.Inference.Engine;
+
+/// <summary>How a KV cache stores keys and values.</summary>
+public enum KvCacheType { Bf16, Int8 }
+
+/// <summary>Keys and values of every layer for one sequence; see the file header.</summary>
+public sealed class KvCache
+{
+    readonly int numHeads, headDim, maxPositions;
+    public KvCacheType Type { get; }
+    /// <summary>bf16 keys and values per layer (empty arrays for an int8 cache).</summary>
+    public ushort[][] K { get; } = [];
+    public ushort[][] V { get; } = [];
+    /// <summary>int8 keys and values per layer, and their scales [head, position] (empty for a bf16 cache).</summary>
+    public sbyte[][] K8 { get; } = [];
+    public sbyte[][] V8 { get; } = [];
+    public float[][] KScale { get; } = [];
+    public float[][] VScale { get; } = [];
+    /// <summary>Positions the arrays can hold.</summary>
+    public int Capacity { get; private set; }
+    readonly int layers;
+
+    public KvCache(int layers, int numHeads, int headDim, int maxPositions, KvCacheType type = KvCacheType.Bf16)
+    {
+        this.layers = layers;
+        this.numHeads = numHeads;
+        this.headDim = headDim;
+        this.maxPositions = maxPositions;
+        Type = type;
+        if (type == KvCacheType.Int8)
+        {
+            K8 = Empty<sbyte>(); V8 = Empty<sbyte>(); KScale = Empty<float>(); VScale = Empty<float>();
+        }
+        else { K = Empty<ushort>(); V = Empty<ushort>(); }
+    }
+
+    T[][] Empty<T>()
+    {
+        var a = new T[layers][];
+        for (int l = 0; l < layers; l++) a[l] = [];
+        return a;
+    }
+
+    /// <summary>Bytes currently allocated.</summary>
+    public long SizeBytes => Type == KvCacheType.Int8
+        ? 2L * layers * Capacity * numHeads * (headDim + sizeof(float))
+        : 2L * layers * Capacity * numHeads * headDim * sizeof(ushort);
+
+    /// <summary>Offset of (head, position) in a layer's element array.</summary>
+    public int Offset(int head, int position) => (head * Capacity + position) * headDim;
+
+    /// <summary>Writes the key and value of (layer, head, position).</summary>
+    public void Store(int layer, int head, int position, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
+    {
+        int o = Offset(head, position);
+        if (Type == KvCacheType.Int8)
+        {
+            int si = head * Capacity + position;
+            KScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(key, K8[layer].AsSpan(o, headDim));
+            VScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(value, V8[layer].AsSpan(o, headDim));
+        }
+        else
+        {
+            Kernels.AttentionKernels.Store(key, K[layer].AsSpan(o, headDim));
+            Kernels.AttentionKernels.Store(value, V[layer].AsSpan(o, headDim));
+        }
+    }
+
+    /// <summary>Makes room for positions [0, positions).</summary>
+    public void EnsureCapacity(int positions)
+    {
+        if (positions <= Capacity) return;
+        int capacity = Math.Min(maxPositions, Math.Max(64, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)positions)));
+        for (int l = 0; l < layers; l++)
+            if (Type == KvCacheType.Int8)
+            {
+                K8[l] = Regrow(K8[l], capacity, headDim);
+                V8[l] = Regrow(V8[l], capacity, headDim);
+                KScale[l] = Regrow(KScale[l], capacity, 1);
+                VScale[l] = Regrow(VScale[l], capacity, 1);
+            }
+            else
+            {
+                K[l] = Regrow(K[l], capacity, headDim);
+                V[l] = Regrow(V[l], capacity, headDim);
+            }
+        Capacity = capacity;
+    }
+
+    T[] Regrow<T>(T[] old, int capacity, int width)
+    {
+        var grown = GC.AllocateUninitializedArray<T>(numHeads * capacity * width);
+        for (int h = 0; h < numHeads && Capacity > 0; h++)
+            Array.Copy(old, h * Capacity * width, grown, h * capacity * width, Capacity * width);
+        return grown;
+    }
+}
