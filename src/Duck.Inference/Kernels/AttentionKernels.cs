@@ -52,30 +52,14 @@ public static unsafe class AttentionKernels
     /// o = Σ_j softmax_j(q·k_j · scale) · v_j over positions j in [0, count), keys and values [count, hd] bf16,
     /// q and o fp32 [hd]. <paramref name="scores"/> holds at least count floats of scratch.
     /// </summary>
-    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o)
-    {
-        bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
-        float max = float.NegativeInfinity;
-        if (simd && hd == 64) ScoresHd64(q, keys, count, scale, scores);
-        else
-            for (int j = 0; j < count; j++) scores[j] = (simd ? DotBf16(q, keys + (long)j * hd, hd) : DotBf16Scalar(q, keys + (long)j * hd, hd)) * scale;
-        for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
-        float inv = 1f / ExpAndSum(scores, count, max);
-        if (simd && hd == 64) { WeightedSumHd64(values, scores, count, inv, o); return; }
-        new Span<float>(o, hd).Clear();
-        for (int j = 0; j < count; j++)
-        {
-            float a = scores[j] * inv;
-            ushort* v = values + (long)j * hd;
-            if (simd)
-            {
-                var va = Vector256.Create(a);
-                for (int d = 0; d < hd; d += 8) Fma.MultiplyAdd(Widen(v + d), va, Vector256.Load(o + d)).Store(o + d);
-            }
-            else
-                for (int d = 0; d < hd; d++) o[d] += a * FromBf16(v[d]);
-        }
-    }
+    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o) =>
+        Attend<ushort, Bf16>(q, keys, null, values, null, count, hd, scale, scores, o);
+
+    /// <summary>
+    /// <see cref="Attend"/> over an int8 cache: key j is keyScales[j] · keys[j], value j is valueScales[j] · values[j].
+    /// </summary>
+    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o) =>
+        Attend<sbyte, Int8>(q, keys, keyScales, values, valueScales, count, hd, scale, scores, o);
 
     /// <summary>x ≈ q · scale with q = round(x / scale) in [-127, 127], scale = max|x| / 127; returns the scale (0 for all zeros).</summary>
     public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q)
@@ -88,129 +72,109 @@ public static unsafe class AttentionKernels
         return max / 127f;
     }
 
-    /// <summary>
-    /// <see cref="Attend"/> over an int8 cache: key j is keyScales[j] · keys[j], value j is valueScales[j] · values[j].
-    /// </summary>
-    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o)
+    /// <summary>How a cache element type widens to fp32: one value, or eight into a vector.</summary>
+    interface IElement<T> where T : unmanaged
+    {
+        static abstract float Scalar(T x);
+        static abstract Vector256<float> Widen(T* p);
+    }
+
+    /// <summary>bf16: vpmovzxwd + vpslld.</summary>
+    struct Bf16 : IElement<ushort>
+    {
+        public static float Scalar(ushort x) => FromBf16(x);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Widen(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+    }
+
+    /// <summary>int8: vpmovsxbd + vcvtdq2ps.</summary>
+    struct Int8 : IElement<sbyte>
+    {
+        public static float Scalar(sbyte x) => x;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Widen(sbyte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
+    }
+
+    /// <summary>The attention of one head; null scales mean 1 (bf16).</summary>
+    static void Attend<T, TE>(float* q, T* keys, float* keyScales, T* values, float* valueScales, int count, int hd, float scale, float* scores, float* o)
+        where T : unmanaged where TE : struct, IElement<T>
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
-        float max = float.NegativeInfinity;
-        if (simd && hd == 64) ScoresInt8Hd64(q, keys, keyScales, count, scale, scores);
+        if (simd && hd == 64) ScoresHd64<T, TE>(q, keys, count, scale, scores);
         else
             for (int j = 0; j < count; j++)
             {
-                sbyte* k = keys + (long)j * hd;
+                T* k = keys + (long)j * hd;
                 float dot = 0;
                 if (simd)
                 {
                     var acc = Vector256<float>.Zero;
-                    for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), Widen(k + d), acc);
+                    for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), TE.Widen(k + d), acc);
                     dot = Vector256.Sum(acc);
                 }
                 else
-                    for (int d = 0; d < hd; d++) dot += q[d] * k[d];
-                scores[j] = dot * keyScales[j] * scale;
+                    for (int d = 0; d < hd; d++) dot += q[d] * TE.Scalar(k[d]);
+                scores[j] = dot * scale;
             }
-        for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
+        float max = float.NegativeInfinity;
+        for (int j = 0; j < count; j++)
+        {
+            if (keyScales != null) scores[j] *= keyScales[j];
+            max = MathF.Max(max, scores[j]);
+        }
         float inv = 1f / ExpAndSum(scores, count, max);
-        if (simd && hd == 64) { WeightedSumInt8Hd64(values, valueScales, scores, count, inv, o); return; }
+        for (int j = 0; j < count; j++) scores[j] *= valueScales != null ? inv * valueScales[j] : inv;
+        if (simd && hd == 64) { WeightedSumHd64<T, TE>(values, scores, count, o); return; }
         new Span<float>(o, hd).Clear();
         for (int j = 0; j < count; j++)
         {
-            float a = scores[j] * inv * valueScales[j];
-            sbyte* v = values + (long)j * hd;
+            float a = scores[j];
+            T* v = values + (long)j * hd;
             if (simd)
             {
                 var va = Vector256.Create(a);
-                for (int d = 0; d < hd; d += 8) Fma.MultiplyAdd(Widen(v + d), va, Vector256.Load(o + d)).Store(o + d);
+                for (int d = 0; d < hd; d += 8) Fma.MultiplyAdd(TE.Widen(v + d), va, Vector256.Load(o + d)).Store(o + d);
             }
             else
-                for (int d = 0; d < hd; d++) o[d] += a * v[d];
+                for (int d = 0; d < hd; d++) o[d] += a * TE.Scalar(v[d]);
         }
-    }
-
-    /// <summary>8 int8 values → 8 floats (vpmovsxbd + vcvtdq2ps).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Widen(sbyte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
-
-    static void ScoresInt8Hd64(float* q, sbyte* keys, float* keyScales, int count, float scale, float* scores)
-    {
-        var q0 = Vector256.Load(q); var q1 = Vector256.Load(q + 8); var q2 = Vector256.Load(q + 16); var q3 = Vector256.Load(q + 24);
-        var q4 = Vector256.Load(q + 32); var q5 = Vector256.Load(q + 40); var q6 = Vector256.Load(q + 48); var q7 = Vector256.Load(q + 56);
-        for (int j = 0; j < count; j++)
-        {
-            sbyte* a = keys + j * 64;
-            var s = Fma.MultiplyAdd(q0, Widen(a), Fma.MultiplyAdd(q1, Widen(a + 8), Fma.MultiplyAdd(q2, Widen(a + 16), q3 * Widen(a + 24))));
-            var t = Fma.MultiplyAdd(q4, Widen(a + 32), Fma.MultiplyAdd(q5, Widen(a + 40), Fma.MultiplyAdd(q6, Widen(a + 48), q7 * Widen(a + 56))));
-            scores[j] = Vector256.Sum(s + t) * keyScales[j] * scale;
-        }
-    }
-
-    static void WeightedSumInt8Hd64(sbyte* values, float* valueScales, float* scores, int count, float inv, float* o)
-    {
-        Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
-        for (int j = 0; j < count; j++)
-        {
-            var a = Vector256.Create(scores[j] * inv * valueScales[j]);
-            sbyte* v = values + j * 64;
-            o0 = Fma.MultiplyAdd(Widen(v), a, o0); o1 = Fma.MultiplyAdd(Widen(v + 8), a, o1);
-            o2 = Fma.MultiplyAdd(Widen(v + 16), a, o2); o3 = Fma.MultiplyAdd(Widen(v + 24), a, o3);
-            o4 = Fma.MultiplyAdd(Widen(v + 32), a, o4); o5 = Fma.MultiplyAdd(Widen(v + 40), a, o5);
-            o6 = Fma.MultiplyAdd(Widen(v + 48), a, o6); o7 = Fma.MultiplyAdd(Widen(v + 56), a, o7);
-        }
-        o0.Store(o); o1.Store(o + 8); o2.Store(o + 16); o3.Store(o + 24);
-        o4.Store(o + 32); o5.Store(o + 40); o6.Store(o + 48); o7.Store(o + 56);
-    }
-
-    /// <summary>8 bf16 values → 8 floats (vpmovzxwd + vpslld).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Widen(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
-
-    static float DotBf16(float* q, ushort* k, int hd)
-    {
-        var acc = Vector256<float>.Zero;
-        for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), Widen(k + d), acc);
-        return Vector256.Sum(acc);
-    }
-
-    static float DotBf16Scalar(float* q, ushort* k, int hd)
-    {
-        float sum = 0;
-        for (int d = 0; d < hd; d++) sum += q[d] * FromBf16(k[d]);
-        return sum;
     }
 
     /// <summary>Head size 64 (every preset but 3b): q stays in 8 registers; two positions per iteration.</summary>
-    static void ScoresHd64(float* q, ushort* keys, int count, float scale, float* scores)
+    static void ScoresHd64<T, TE>(float* q, T* keys, int count, float scale, float* scores) where T : unmanaged where TE : struct, IElement<T>
     {
         var q0 = Vector256.Load(q); var q1 = Vector256.Load(q + 8); var q2 = Vector256.Load(q + 16); var q3 = Vector256.Load(q + 24);
         var q4 = Vector256.Load(q + 32); var q5 = Vector256.Load(q + 40); var q6 = Vector256.Load(q + 48); var q7 = Vector256.Load(q + 56);
         int j = 0;
         for (; j + 2 <= count; j += 2)
         {
-            ushort* a = keys + j * 64, b = a + 64;
-            var sa = Fma.MultiplyAdd(q0, Widen(a), Fma.MultiplyAdd(q1, Widen(a + 8), Fma.MultiplyAdd(q2, Widen(a + 16), q3 * Widen(a + 24))));
-            var ta = Fma.MultiplyAdd(q4, Widen(a + 32), Fma.MultiplyAdd(q5, Widen(a + 40), Fma.MultiplyAdd(q6, Widen(a + 48), q7 * Widen(a + 56))));
-            var sb = Fma.MultiplyAdd(q0, Widen(b), Fma.MultiplyAdd(q1, Widen(b + 8), Fma.MultiplyAdd(q2, Widen(b + 16), q3 * Widen(b + 24))));
-            var tb = Fma.MultiplyAdd(q4, Widen(b + 32), Fma.MultiplyAdd(q5, Widen(b + 40), Fma.MultiplyAdd(q6, Widen(b + 48), q7 * Widen(b + 56))));
-            scores[j] = Vector256.Sum(sa + ta) * scale;
-            scores[j + 1] = Vector256.Sum(sb + tb) * scale;
+            T* a = keys + j * 64, b = a + 64;
+            scores[j] = Dot(a) * scale;
+            scores[j + 1] = Dot(b) * scale;
         }
-        for (; j < count; j++) scores[j] = DotBf16(q, keys + j * 64, 64) * scale;
+        if (j < count) scores[j] = Dot(keys + j * 64) * scale;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        float Dot(T* k)
+        {
+            var s = Fma.MultiplyAdd(q0, TE.Widen(k), Fma.MultiplyAdd(q1, TE.Widen(k + 8), Fma.MultiplyAdd(q2, TE.Widen(k + 16), q3 * TE.Widen(k + 24))));
+            var t = Fma.MultiplyAdd(q4, TE.Widen(k + 32), Fma.MultiplyAdd(q5, TE.Widen(k + 40), Fma.MultiplyAdd(q6, TE.Widen(k + 48), q7 * TE.Widen(k + 56))));
+            return Vector256.Sum(s + t);
+        }
     }
 
-    /// <summary>Head size 64: the output stays in 8 registers across all positions.</summary>
-    static void WeightedSumHd64(ushort* values, float* scores, int count, float inv, float* o)
+    /// <summary>Head size 64: o = Σ_j weights[j] · v_j with the output in 8 registers across all positions.</summary>
+    static void WeightedSumHd64<T, TE>(T* values, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
         for (int j = 0; j < count; j++)
         {
-            var a = Vector256.Create(scores[j] * inv);
-            ushort* v = values + j * 64;
-            o0 = Fma.MultiplyAdd(Widen(v), a, o0); o1 = Fma.MultiplyAdd(Widen(v + 8), a, o1);
-            o2 = Fma.MultiplyAdd(Widen(v + 16), a, o2); o3 = Fma.MultiplyAdd(Widen(v + 24), a, o3);
-            o4 = Fma.MultiplyAdd(Widen(v + 32), a, o4); o5 = Fma.MultiplyAdd(Widen(v + 40), a, o5);
-            o6 = Fma.MultiplyAdd(Widen(v + 48), a, o6); o7 = Fma.MultiplyAdd(Widen(v + 56), a, o7);
+            var a = Vector256.Create(weights[j]);
+            T* v = values + j * 64;
+            o0 = Fma.MultiplyAdd(TE.Widen(v), a, o0); o1 = Fma.MultiplyAdd(TE.Widen(v + 8), a, o1);
+            o2 = Fma.MultiplyAdd(TE.Widen(v + 16), a, o2); o3 = Fma.MultiplyAdd(TE.Widen(v + 24), a, o3);
+            o4 = Fma.MultiplyAdd(TE.Widen(v + 32), a, o4); o5 = Fma.MultiplyAdd(TE.Widen(v + 40), a, o5);
+            o6 = Fma.MultiplyAdd(TE.Widen(v + 48), a, o6); o7 = Fma.MultiplyAdd(TE.Widen(v + 56), a, o7);
         }
         o0.Store(o); o1.Store(o + 8); o2.Store(o + 16); o3.Store(o + 24);
         o4.Store(o + 32); o5.Store(o + 40); o6.Store(o + 48); o7.Store(o + 56);
