@@ -85,6 +85,11 @@ public interface IWorkerGrain : IGrainWithStringKey
     /// <summary>What the worker is doing, for status and tests.</summary>
     [ResponseTimeout("00:00:10")]
     Task<WorkerStatus> GetStatusAsync();
+
+    /// <summary>Migrates this worker to <paramref name="silo"/> once idle, carrying its residuals (the job calls it between
+    /// steps); false when the worker is busy or already there. Orders arriving before it has moved are dropped.</summary>
+    [ResponseTimeout("00:00:10")]
+    Task<bool> MoveToAsync(SiloAddress silo);
 }
 
 /// <summary>"Compute step <see cref="Step"/> on weight version <see cref="Step"/> as worker <see cref="WorkerIndex"/>."</summary>
@@ -158,4 +163,7 @@ public static class Payloads
     public const int MaxChunkBytes = 4 << 20;
     /// <summary>Embedding rows per call (keeps a row fetch within one chunk for model widths up to 1024 fp32).</summary>
     public const int MaxRowsPerCall = 1024;
+    /// <summary>Largest state a moving worker carries (it travels in one migration message); beyond it the worker
+    /// restarts its residuals, as after its silo's death.</summary>
+    public const int MaxMigrationBytes = 64 << 20;
 }

@@ -179,6 +179,57 @@ public sealed class LocalReplica : IDisposable
         return (DenseWeights.Encode(model, delta, compression, residuals, seed), losses);
     }
 
+    /// <summary>About the bytes <see cref="Export"/> produces: the start view, two AdamW moments and the residuals.</summary>
+    public long ExportBytes => start.Values.Sum(v => (long)v.Length) * 4 * (3 + (residuals.Count > 0 ? 1 : 0));
+
+    /// <summary>What the replica keeps between rounds, for a worker that migrates: the start view ("start.*"), the
+    /// residuals ("residual.*") and the inner AdamW moments ("m.*", "v.*") as fp32 tensors; lineage, version, inner steps.</summary>
+    public (byte[] Tensors, string Lineage, int Version, long InnerSteps) Export()
+    {
+        var packet = new TensorPacketWriter();
+        foreach (var (name, values) in start) packet.WriteFp32("start." + name, 1, values.Length, values);
+        foreach (var (name, values) in residuals) packet.WriteFp32("residual." + name, 1, values.Length, values);
+        foreach (var (name, moment) in inner.State())
+        {
+            using var c = moment.detach().contiguous();
+            packet.WriteFp32(name, 1, c.numel(), c.data<float>().ToArray());
+        }
+        return (packet.ToArray(), Lineage, Version, inner.StepCount);
+    }
+
+    /// <summary>A replica of <paramref name="spec"/> restored from <see cref="Export"/>'s output.</summary>
+    public static LocalReplica Import(JobSpec spec, byte[] tensors, string lineage, int version, long innerSteps)
+    {
+        var replica = new LocalReplica(spec);
+        var shapes = replica.model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
+        var moments = new Dictionary<string, Tensor>();
+        try
+        {
+            TensorPacketReader.Read(tensors, (name, _, _, _, values) =>
+            {
+                int dot = name.IndexOf('.');
+                string kind = name[..Math.Max(0, dot)], parameter = name[(dot + 1)..];
+                if (!shapes.TryGetValue(parameter, out var shape) || values.Length != shape.Aggregate(1L, (a, b) => a * b))
+                    throw new InvalidDataException($"carried state '{name}' does not fit this model");
+                if (kind == "start") values.CopyTo(replica.start[parameter], 0);
+                else if (kind == "residual") replica.residuals[parameter] = values;
+                else moments[name] = tensor(values, shape);
+            });
+            replica.inner.LoadState(moments, innerSteps);
+        }
+        catch
+        {
+            replica.Dispose();
+            throw;
+        }
+        finally
+        {
+            foreach (var t in moments.Values) t.Dispose();
+        }
+        (replica.Lineage, replica.Version) = (lineage, version);
+        return replica;
+    }
+
     public void Dispose()
     {
         inner.Dispose();

@@ -31,4 +31,13 @@ static partial class Log
 
     [LoggerMessage(9, LogLevel.Error, "job {JobId} failed: {Reason}")]
     public static partial void JobFailed(ILogger logger, string jobId, string reason);
+
+    [LoggerMessage(10, LogLevel.Information, "job {JobId}: worker {Worker} moves from {From} to {To} before step {Step}")]
+    public static partial void WorkerMoving(ILogger logger, string jobId, int worker, string from, string to, int step);
+
+    [LoggerMessage(11, LogLevel.Warning, "job {JobId}: worker {Worker} did not arrive on {To}; the job goes on where it is")]
+    public static partial void WorkerMoveAbandoned(ILogger logger, string jobId, int worker, string to);
+
+    [LoggerMessage(12, LogLevel.Warning, "worker {Worker}: {Bytes} bytes of state are too many to carry when moving; it restarts them as after a silo's death")]
+    public static partial void CarryTooLarge(ILogger logger, string worker, long bytes);
 }

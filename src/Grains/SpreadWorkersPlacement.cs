@@ -1,6 +1,6 @@
 // Worker placement: worker k of a job goes to silo k modulo the live compatible silos (ordered by address), so K
 // workers on N silos put at most ceil(K / N) busy workers on a silo. A worker whose silo died is re-activated on
-// a survivor by the same rule; a silo that joins later receives workers that are (re-)activated after it joined.
+// a survivor by the same rule. A placement hint (a worker migrating to a silo that joined, see ElasticWorkers) wins.
 using Orleans.Placement;
 using Orleans.Runtime;
 using Orleans.Runtime.Placement;
@@ -18,12 +18,15 @@ public sealed class SpreadWorkersPlacementStrategy : PlacementStrategy
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
 public sealed class SpreadWorkersPlacementAttribute() : PlacementAttribute(SpreadWorkersPlacementStrategy.Instance);
 
-/// <summary>Chooses silo (index mod silo count) among the compatible silos in address order.</summary>
+/// <summary>Chooses the hinted silo when the request carries a valid hint, else silo (index mod silo count) among the
+/// compatible silos in address order.</summary>
 public sealed class SpreadWorkersPlacementDirector : IPlacementDirector
 {
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
-        var silos = context.GetCompatibleSilos(target).OrderBy(s => s.ToString(), StringComparer.Ordinal).ToArray();
+        var compatible = context.GetCompatibleSilos(target);
+        if (IPlacementDirector.GetPlacementHint(target.RequestContextData, compatible) is { } hint) return Task.FromResult(hint);
+        var silos = compatible.OrderBy(s => s.ToString(), StringComparer.Ordinal).ToArray();
         if (silos.Length == 0) throw new OrleansException($"no silo can host {target.GrainIdentity}");
         string key = target.GrainIdentity.Key.ToString() ?? "";
         int slash = key.LastIndexOf('/');

@@ -1,6 +1,7 @@
 // The job grain: accepts a job, drives its steps from a grain timer with short calls only (order the workers, poll
-// the parameter server, commit with the gradients that arrived after a bounded wait, re-order lost workers), keeps
-// state and metric history in grain storage, and notices a parameter server that came back from a checkpoint.
+// the parameter server, commit with the gradients that arrived after a bounded wait, re-order lost workers, move a
+// worker to a silo that joined between steps), keeps state and metric history in grain storage, and notices a
+// parameter server that came back from a checkpoint.
 using Microsoft.Extensions.Logging;
 
 namespace Duck.Grains;
@@ -22,6 +23,7 @@ public sealed record TrainingJobState
 
 public sealed class TrainingJobGrain(
     [PersistentState("job", DuckStorage.Name)] IPersistentState<TrainingJobState> saved,
+    IClusterMembershipService membership, IClusterManifestProvider manifest,
     ILogger<TrainingJobGrain> logger) : Grain, ITrainingJobGrain
 {
     static readonly TimeSpan TickPeriod = TimeSpan.FromMilliseconds(200);
@@ -33,6 +35,7 @@ public sealed class TrainingJobGrain(
     bool reordered;
     DateTime dispatchedAt, serverReachableAt = DateTime.UtcNow;
     string? serverActivation;
+    WorkerSpreader? spreader;
 
     string JobId => this.GetPrimaryKeyString();
     TrainingJobState S => saved.State;
@@ -188,15 +191,20 @@ public sealed class TrainingJobGrain(
             await SaveAsync();
             return;
         }
-        if (ps.Version < spec.Steps && !ps.Committing) Drive(spec, ps);
+        if (ps.Version < spec.Steps && !ps.Committing) await DriveAsync(spec, ps);
         if (changed) await SaveAsync();
     }
 
-    void Drive(JobSpec spec, ParameterServerStatus ps)
+    async Task DriveAsync(JobSpec spec, ParameterServerStatus ps)
     {
         var elapsed = DateTime.UtcNow - dispatchedAt;
         var timeout = TimeSpan.FromSeconds(spec.StepTimeoutSeconds * spec.SyncEvery);
-        if (dispatchedStep != ps.Version) Order(spec, ps.Version);
+        if (dispatchedStep != ps.Version)
+        {
+            // Between steps no worker holds uncommitted work, so a worker can move to a silo that joined (elastic).
+            spreader ??= new WorkerSpreader(GrainFactory, membership, manifest, logger);
+            if (!await spreader.BeforeStepAsync(JobId, spec, ps.Version)) Order(spec, ps.Version);
+        }
         else if (elapsed > timeout)
         {
             if (ps.Contributions > 0)

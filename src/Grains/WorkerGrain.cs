@@ -1,16 +1,30 @@
 // A worker of one job: its shard cursor, a model replica running on received quantized weights, and the residual
 // of its compressed gradients (error feedback). A step order starts background work and returns; forward/backward
 // runs on the thread pool with immutable inputs, and the encoded gradient goes to the parameter server in chunks.
+// Between steps it can migrate to another silo (elastic join), taking its residuals or local replica along.
 using Duck.Core.Data;
 using Duck.Model;
 using Microsoft.Extensions.Logging;
+using Orleans.Runtime.Placement;
 using static TorchSharp.torch;
 
 namespace Duck.Grains;
 
+/// <summary>What a migrating worker takes along besides its packed tensors.</summary>
+[GenerateSerializer, Immutable]
+public sealed record WorkerCarry(
+    [property: Id(0)] JobSpec Spec,
+    [property: Id(1)] int Index,
+    [property: Id(2)] string Lineage = "",
+    [property: Id(3)] int Version = -1,
+    [property: Id(4)] long InnerSteps = 0);
+
 [SpreadWorkersPlacement]
-public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGrain
+public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGrain, IGrainMigrationParticipant
 {
+    /// <summary>Orders arriving this long after a move request are dropped (the job re-orders once the worker has moved).</summary>
+    static readonly TimeSpan MoveGrace = TimeSpan.FromSeconds(10);
+
     readonly Dictionary<string, float[]> residuals = new();
     JobSpec? spec;
     int index;
@@ -24,10 +38,13 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     LocalReplica? local;
     string? lastError;
     double tokensPerSecond;
+    DateTime movingUntil;
+    (WorkerCarry Carry, byte[] Tensors)? carry;
 
     public Task ComputeAsync(StepOrder order)
     {
         if (order.Step == busyStep && spec == order.Spec) return Task.CompletedTask;
+        if (DateTime.UtcNow < movingUntil) return Task.CompletedTask; // leaving: the job orders the new activation
         pending = order;
         if (!running)
         {
@@ -39,11 +56,63 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
 
     public Task<WorkerStatus> GetStatusAsync() => Task.FromResult(new WorkerStatus(lastStep, running, RuntimeIdentity, lastError, tokensPerSecond));
 
+    public Task<bool> MoveToAsync(SiloAddress silo)
+    {
+        if (running || silo.ToString() == RuntimeIdentity) return Task.FromResult(false);
+        movingUntil = DateTime.UtcNow + MoveGrace;
+        RequestContext.Set(IPlacementDirector.PlacementHintKey, silo); // SpreadWorkersPlacement honours the hint
+        this.MigrateOnIdle();
+        return Task.FromResult(true);
+    }
+
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
     {
+        if (reason.ReasonCode == DeactivationReasonCode.Migrating) carry = Pack();
         replica?.Dispose();
         local?.Dispose();
         return Task.CompletedTask;
+    }
+
+    /// <summary>The state a re-activation would lose: residuals (synchronous) or the local replica (low-communication).</summary>
+    (WorkerCarry, byte[])? Pack()
+    {
+        if (spec is null) return null;
+        long bytes = local?.ExportBytes ?? residuals.Values.Sum(r => (long)r.Length) * 4;
+        if (bytes > Payloads.MaxMigrationBytes)
+        {
+            Log.CarryTooLarge(logger, this.GetPrimaryKeyString(), bytes);
+            return null;
+        }
+        if (local is not null)
+        {
+            var (tensors, lineage, version, innerSteps) = local.Export();
+            return (new WorkerCarry(spec, index, lineage, version, innerSteps), tensors);
+        }
+        var packet = new TensorPacketWriter();
+        foreach (var (name, values) in residuals) packet.WriteFp32(name, 1, values.Length, values);
+        return (new WorkerCarry(spec, index), packet.ToArray());
+    }
+
+    public void OnDehydrate(IDehydrationContext context)
+    {
+        if (carry is not { } c) return;
+        context.TryAddValue("carry", c.Carry);
+        context.AddBytes("tensors", c.Tensors);
+    }
+
+    public void OnRehydrate(IRehydrationContext context)
+    {
+        if (context.TryGetValue<WorkerCarry>("carry", out var c) && c is not null && context.TryGetBytes("tensors", out var tensors))
+            carry = (c, System.Buffers.BuffersExtensions.ToArray(tensors));
+    }
+
+    /// <summary>Takes back what the previous activation carried, when it worked on the same job as the same worker.</summary>
+    void Unpack(JobSpec s, int workerIndex)
+    {
+        if (carry is not ({ } c, var tensors) || c.Spec != s || c.Index != workerIndex) { carry = null; return; }
+        carry = null;
+        if (s.SyncEvery > 1) local = LocalReplica.Import(s, tensors, c.Lineage, c.Version, c.InnerSteps);
+        else TensorPacketReader.Read(tensors, (name, _, _, _, values) => residuals[name] = values);
     }
 
     async Task RunAsync()
@@ -93,6 +162,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             });
             (spec, index, cursor) = (s, workerIndex, batchesOfWorker);
             residuals.Clear();
+            if (carry is not null) await Task.Run(() => Unpack(s, workerIndex));
         }
         if (order.Spec.SyncEvery > 1)
         {
