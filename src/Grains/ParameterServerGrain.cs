@@ -104,7 +104,10 @@ public sealed class ParameterServerGrain(
         checkpointStep = latest is null ? -1 : version;
         (weights, embedding, fullWeights) = (loaded.Weights, loaded.Embedding, null);
         arrived.Clear(); assembling.Clear(); recent.Clear();
-        error = null; valLoss = null; committing = frozen = false;
+        error = null; committing = frozen = false;
+        // A store whose newest checkpoint is the last step (e.g. a run finished by `duck finetune`) has nothing left to
+        // commit: validate now, so that the job can complete.
+        valLoss = version >= newOptions.Steps && jobSpec.EvalBatches > 0 ? await Task.Run(loaded.Evaluate) : null;
         lastCommitTimestamp = Stopwatch.GetTimestamp();
         Log.ServerReady(logger, this.GetPrimaryKeyString(), version, RuntimeIdentity);
     }
@@ -310,6 +313,9 @@ public sealed class ParameterServerGrain(
             return s;
         }
 
+        /// <summary>Validation loss of the current weights over the job's EvalBatches batches.</summary>
+        public double Evaluate() => Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches);
+
         /// <summary>The fp32 weights workers start a round from (low-communication mode), for a worker that missed a delta.</summary>
         public byte[] FullWeights() => Outer!.Full(model);
 
@@ -323,9 +329,7 @@ public sealed class ParameterServerGrain(
             Outer!.Step(model, sums, packets.Count, spec.OuterLearningRate, spec.OuterMomentum, spec.Compression, from, seed);
             Weights = Outer.Delta;
             var snapshot = checkpoint ? Snapshot(to) : null;
-            double? val = last && spec.EvalBatches > 0
-                ? Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches)
-                : null;
+            double? val = last && spec.EvalBatches > 0 ? Evaluate() : null;
             return (Weights, Embedding, snapshot, val);
         }
 
@@ -355,9 +359,7 @@ public sealed class ParameterServerGrain(
             }
             Publish();
             var snapshot = checkpoint ? Snapshot((int)optimizer.StepCount) : null;
-            double? val = last && spec.EvalBatches > 0
-                ? Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches)
-                : null;
+            double? val = last && spec.EvalBatches > 0 ? Evaluate() : null;
             return (Weights, Embedding, snapshot, val);
         }
 

@@ -127,6 +127,22 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
     }
 
     [Fact]
+    public async Task Submit_StoreEndingAtTheLastStep_CompletesAtOnceWithValidationLoss()
+    {
+        // e.g. `duck cluster finetune --out` on a run folder that `duck finetune` already finished
+        var spec = TestData.Job(fixture.DataFolder, steps: 3, GradientCompression.Ternary);
+        await Client.GetGrain<ITrainingJobGrain>("finished-first").SubmitAsync(spec);
+        var first = await TestClusters.WaitAsync(Client, "finished-first", TimeSpan.FromSeconds(60));
+
+        await Client.GetGrain<ITrainingJobGrain>("finished-again").SubmitAsync(spec);
+        var again = await TestClusters.WaitAsync(Client, "finished-again", TimeSpan.FromSeconds(30));
+
+        Assert.Equal(JobState.Completed, again.State);
+        Assert.Equal(3, again.Step);
+        Assert.Equal(first.ValLoss!.Value, again.ValLoss!.Value, 6);
+    }
+
+    [Fact]
     public async Task GetStatus_UnknownJob_Throws()
     {
         await Assert.ThrowsAsync<KeyNotFoundException>(() => Client.GetGrain<ITrainingJobGrain>("nobody").GetStatusAsync());
