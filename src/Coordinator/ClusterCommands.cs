@@ -25,6 +25,16 @@ public static class ClusterCommands
         root.Subcommands.Add(cluster);
     }
 
+    static Option<string?> RunFolderOption() =>
+        new("--out") { Description = "Run folder (visible to every silo): checkpoints in OUT/checkpoints, metrics.jsonl and loss.svg as duck train writes them (default: checkpoints in runs/cluster/JOB/checkpoints)" };
+
+    /// <summary>Where a job's checkpoints go: the run folder's checkpoints/ or runs/cluster/JOB/checkpoints, as an absolute path.</summary>
+    static string CheckpointFolder(string? runFolder, string jobId)
+    {
+        if (runFolder is not null) RunFolder.EnsureWritable(runFolder);
+        return Path.GetFullPath(Path.Combine(runFolder ?? Path.Combine("runs", "cluster", jobId), TrainingRun.CheckpointFolder));
+    }
+
     static Option<string> Gateway() => new("--gateway") { Description = "A silo's client gateway, HOST:PORT", DefaultValueFactory = _ => DefaultGateway };
 
     static Command UpCommand()
@@ -122,12 +132,13 @@ public static class ClusterCommands
         var seq = new Option<int?>("--seq-len") { Description = "Tokens per sequence" };
         var micro = new Option<int>("--micro-batches") { Description = "Micro-batches per worker per step", DefaultValueFactory = _ => 1 };
         var data = new Option<string>("--data") { Description = "Prepared data folder (visible to every silo)", DefaultValueFactory = _ => Path.Combine("data", "brown") };
-        var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-TIMESTAMP)" };
+        var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-TIMESTAMP); submitting an existing job's spec again continues it" };
+        var output = RunFolderOption();
         var shared = new Option<bool>("--shared-data") { Description = "All workers read shard 0 (the single-process trainer's batches)" };
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps", DefaultValueFactory = _ => 50 };
         var json = new Option<bool>("--json") { Description = "One JSON line per step and a final line" };
         var cmd = new Command("train", "Submit a training job to the cluster and follow it")
-            { preset, workers, gateway, storage, compress, syncEvery, steps, batch, seq, micro, data, job, shared, checkpointEvery, json };
+            { preset, workers, gateway, storage, compress, syncEvery, steps, batch, seq, micro, data, job, output, shared, checkpointEvery, json };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             string p = pr.GetValue(preset)!;
@@ -139,9 +150,10 @@ public static class ClusterCommands
                 "ternary" => GradientCompression.Ternary, "none" => GradientCompression.None, "fp16" => GradientCompression.Fp16,
                 var other => throw new UserErrorException($"--compress must be ternary, none or fp16, got '{other}'"),
             };
+            string? runFolder = pr.GetValue(output);
             string store = pr.GetValue(storage) switch
             {
-                "folder" => Path.GetFullPath(Path.Combine("runs", "cluster", id, "checkpoints")),
+                "folder" => CheckpointFolder(runFolder, id),
                 "azure" => $"azure:duck-{new string(id.ToLowerInvariant().Where(char.IsAsciiLetterOrDigit).Take(40).ToArray())}",
                 var other => throw new UserErrorException($"--storage must be folder or azure, got '{other}'"),
             };
@@ -155,9 +167,9 @@ public static class ClusterCommands
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
             await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
             var grain = connection.Client.GetGrain<ITrainingJobGrain>(id);
-            var status = await grain.SubmitAsync(spec);
             if (!pr.GetValue(json)) Console.WriteLine($"job {id}: {spec.Preset}, {spec.Workers} workers, {spec.Steps} steps, {compression} gradients, checkpoints {store}");
-            return await FollowAsync(grain, status, pr.GetValue(json), ct);
+            var status = await ClusterJobFollower.SubmitOrResumeAsync(grain, spec, pr.GetValue(json));
+            return await ClusterJobFollower.FollowAsync(grain, status, pr.GetValue(json), runFolder, ct);
         });
         return cmd;
     }
@@ -174,11 +186,12 @@ public static class ClusterCommands
         var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary, none or fp16", DefaultValueFactory = _ => "ternary" };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 240)" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per worker per step (default: the fine-tune's batch divided among the workers)" };
-        var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-duck-TIMESTAMP)" };
+        var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-duck-TIMESTAMP); submitting an existing job's spec again continues it" };
+        var output = RunFolderOption();
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps", DefaultValueFactory = _ => 50 };
         var json = new Option<bool>("--json") { Description = "One JSON line per step and a final line" };
         var cmd = new Command("finetune", "Submit a persona fine-tune (loss on the replies only) to the cluster and follow it")
-            { baseCheckpoint, data, valData, pretrain, mix, workers, gateway, compress, steps, batch, job, checkpointEvery, json };
+            { baseCheckpoint, data, valData, pretrain, mix, workers, gateway, compress, steps, batch, job, output, checkpointEvery, json };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             var loaded = await TrainingRun.LoadCheckpointAsync(pr.GetValue(baseCheckpoint)!, ct);
@@ -204,47 +217,20 @@ public static class ClusterCommands
                 Preset = p, VocabSize = model.VocabSize, DataFolder = Path.GetFullPath(pr.GetValue(pretrain)!), Workers = k,
                 Steps = pr.GetValue(steps) ?? defaults.Steps, BatchSize = pr.GetValue(batch) ?? Math.Max(1, defaults.BatchSize / k),
                 SequenceLength = defaults.SequenceLength, Compression = compression, CheckpointEvery = pr.GetValue(checkpointEvery),
-                CheckpointStore = Path.GetFullPath(Path.Combine("runs", "cluster", id, "checkpoints")), EvalBatches = defaults.EvalBatches,
+                CheckpointStore = CheckpointFolder(pr.GetValue(output), id), EvalBatches = defaults.EvalBatches,
                 BaseCheckpoint = FinetuneCommands.ResolvedLocation(pr.GetValue(baseCheckpoint)!, loaded), ChatData = dataFile, ChatValidationData = val ?? "",
                 PretrainMix = pr.GetValue(mix),
             };
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
             await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
             var grain = connection.Client.GetGrain<ITrainingJobGrain>(id);
-            var status = await grain.SubmitAsync(spec);
             if (!pr.GetValue(json))
                 Console.WriteLine($"job {id}: fine-tune of {spec.BaseCheckpoint} on {conversations.Count} conversations, {k} workers, {spec.Steps} steps, " +
                                   $"{compression} gradients, checkpoints {spec.CheckpointStore}");
-            return await FollowAsync(grain, status, pr.GetValue(json), ct);
+            var status = await ClusterJobFollower.SubmitOrResumeAsync(grain, spec, pr.GetValue(json));
+            return await ClusterJobFollower.FollowAsync(grain, status, pr.GetValue(json), pr.GetValue(output), ct);
         });
         return cmd;
-    }
-
-    static async Task<int> FollowAsync(ITrainingJobGrain grain, JobStatus status, bool json, CancellationToken ct)
-    {
-        int shown = status.Step;
-        while (!status.IsFinished)
-        {
-            await Task.Delay(500, ct);
-            try
-            {
-                status = await grain.GetStatusAsync();
-                foreach (var m in await grain.GetHistoryAsync(shown, 1000))
-                {
-                    shown = m.Step;
-                    if (json) Cli.WriteJson(new { step = m.Step, loss = m.Loss, tokens_per_s = m.TokensPerSecond, bytes_up = m.BytesUpPerWorker, bytes_down = m.BytesDownPerWorker, live_workers = m.LiveWorkers, step_time_ms = m.StepTimeMs });
-                    else Console.WriteLine($"step {m.Step}/{status.Steps} [{new string('#', 20 * m.Step / Math.Max(1, status.Steps)),-20}] loss {m.Loss:F3}  {m.TokensPerSecond:N0} tok/s  " +
-                                           $"up {m.BytesUpPerWorker / 1024.0:N0} KiB down {m.BytesDownPerWorker / 1024.0:N0} KiB per worker  {m.LiveWorkers} live workers");
-                }
-            }
-            catch (Exception e) when (e is not OperationCanceledException and not KeyNotFoundException)
-            {
-                if (!json) Console.Error.WriteLine($"(cluster busy or recovering: {e.GetType().Name})");
-            }
-        }
-        if (json) Cli.WriteJson(new { state = status.State.ToString().ToLowerInvariant(), steps = status.Step, val_loss = status.ValLoss, compression_ratio = status.CompressionRatio, reason = status.Reason });
-        else Console.WriteLine($"job {status.JobId}: {status.State} at step {status.Step}; validation loss {status.ValLoss:F3}; compression ratio {status.CompressionRatio:F1}{(status.Reason is null ? "" : "; " + status.Reason)}");
-        return status.State == JobState.Completed ? 0 : status.State == JobState.Failed ? Cli.UserError : 1;
     }
 
     static Command StatusCommand()

@@ -83,6 +83,10 @@ public sealed record JobSpec
     [Id(23)] public double PretrainMix { get; init; }
     /// <summary>Fine-tuning: held-out conversations for the validation loss (empty: DataFolder's validation shard).</summary>
     [Id(24)] public string ChatValidationData { get; init; } = "";
+    /// <summary>Low-communication mode: send the whole embedding delta every round, both ways, instead of the rows of the
+    /// tokens a worker looks up in its round (the reference the row-sparse default is tested against; with a large
+    /// vocabulary it costs about as many bytes as the rest of the model).</summary>
+    [Id(25)] public bool DenseEmbeddingDelta { get; init; }
 
     /// <summary>A supervised fine-tune on chat conversations rather than pretraining.</summary>
     public bool IsFinetune => ChatData != "";

@@ -2,8 +2,12 @@
 // steps from the global weights and sends its weight delta (the "outer gradient"); the parameter server averages the
 // deltas and takes an outer Nesterov-momentum SGD step. Weights travel down as deltas too, against a copy of what the
 // workers hold that the server tracks, so both directions are compressed and what was not sent is sent next round
-// (error feedback by construction). Not the grains: WorkerGrain and ParameterServerGrain drive these.
+// (error feedback by construction). The embedding (when it is not the head) travels by rows instead: a worker fetches
+// the fp32 rows of the tokens of its round and sends the delta of those rows only; the drift its AdamW gives the
+// other rows (weight decay, old momentum) is not data and is dropped. Not the grains: WorkerGrain and
+// ParameterServerGrain drive these.
 using Duck.Core.Data;
+using Duck.Core.Model;
 using Duck.Model;
 using static TorchSharp.torch;
 
@@ -35,23 +39,48 @@ static class DenseWeights
         return (rows, p.numel() / rows);
     }
 
-    /// <summary>Every tensor of <paramref name="values"/> in <paramref name="compression"/>; ternary uses and updates
-    /// <paramref name="residuals"/> (null: no error feedback kept).</summary>
+    /// <summary>Every tensor of <paramref name="values"/> in <paramref name="compression"/>, but the tensors named in
+    /// <paramref name="rowsOf"/> only at those rows (none: left out); ternary uses and updates <paramref name="residuals"/>
+    /// (null: no error feedback kept).</summary>
     public static byte[] Encode(DuckTransformer shapes, Dictionary<string, float[]> values, GradientCompression compression,
-                                Dictionary<string, float[]>? residuals, ulong seed)
+                                Dictionary<string, float[]>? residuals, ulong seed, IReadOnlyDictionary<string, int[]>? rowsOf = null)
     {
         var packet = new TensorPacketWriter();
         var rng = new SplitMix64(seed);
         foreach (var (name, p) in shapes.named_parameters())
         {
             var (rows, columns) = Shape(p);
+            int[]? ids = rowsOf?.GetValueOrDefault(name);
+            if (ids is { Length: 0 }) continue;
             float[]? residual = null;
             if (residuals is not null && compression == GradientCompression.Ternary && !residuals.TryGetValue(name, out residual))
                 residuals[name] = residual = new float[values[name].Length];
-            ModelExchange.WriteEncoded(packet, name, rows, columns, values[name], null, compression, residual, ref rng);
+            float[] sent = ids is null ? values[name] : Gather(values[name], ids, (int)columns);
+            ModelExchange.WriteEncoded(packet, name, rows, columns, sent, ids, compression, residual, ref rng);
         }
         return packet.ToArray();
     }
+
+    static float[] Gather(float[] all, int[] ids, int columns)
+    {
+        var result = new float[ids.Length * columns];
+        for (int r = 0; r < ids.Length; r++) Array.Copy(all, (long)ids[r] * columns, result, (long)r * columns, columns);
+        return result;
+    }
+
+    /// <summary>True when a low-communication job moves the embedding by rows: unless it is the head, or a worker's round
+    /// reads as many tokens as the vocabulary has rows (then the rows, which go down in fp32, could cost more than the
+    /// whole compressed delta), or the spec asks for whole deltas.</summary>
+    public static bool EmbeddingByRows(JobSpec spec)
+    {
+        var model = JobData.Model(spec);
+        long tokensPerRound = (long)spec.SyncEvery * spec.MicroBatchesPerWorker * spec.BatchSize * spec.SequenceLength;
+        return spec.SyncEvery > 1 && !spec.DenseEmbeddingDelta && ModelExchange.EmbeddingByRows(model) && tokensPerRound < model.VocabSize;
+    }
+
+    /// <summary>What <see cref="Encode"/> leaves out when the embedding travels by rows.</summary>
+    public static IReadOnlyDictionary<string, int[]>? WithoutEmbedding(bool embeddingByRows) =>
+        embeddingByRows ? new Dictionary<string, int[]> { [TensorNames.Embedding] = [] } : null;
 }
 
 /// <summary>The server half: the replica view (what up-to-date workers hold), the outer momentum, and the downlink delta.</summary>
@@ -69,8 +98,12 @@ public sealed class OuterOptimizer
     /// <summary>True while the replica view is the seed's initialization (workers build it themselves).</summary>
     public bool SeedInitialized { get; private set; }
 
-    public OuterOptimizer(DuckTransformer model, bool seedInitialized, IReadOnlyDictionary<string, float[]>? savedMomentum)
+    /// <summary>The embedding is served by rows (fp32, current weights), not in the downlink delta.</summary>
+    public bool EmbeddingByRows { get; }
+
+    public OuterOptimizer(DuckTransformer model, bool seedInitialized, IReadOnlyDictionary<string, float[]>? savedMomentum, bool embeddingByRows)
     {
+        EmbeddingByRows = embeddingByRows;
         replica = DenseWeights.Copy(model);
         momentum = replica.ToDictionary(kv => kv.Key, kv => savedMomentum?.GetValueOrDefault(kv.Key)?.ToArray() ?? new float[kv.Value.Length]);
         SeedInitialized = seedInitialized;
@@ -105,13 +138,14 @@ public sealed class OuterOptimizer
             down[name] = d;
         }
         DenseWeights.Load(model, theta);
-        Delta = DenseWeights.Encode(model, down, compression, residuals: null, seed);
+        Delta = DenseWeights.Encode(model, down, compression, residuals: null, seed, DenseWeights.WithoutEmbedding(EmbeddingByRows));
         ModelExchange.Accumulate(Delta, replica);
         (DeltaFrom, SeedInitialized) = (fromVersion, false);
     }
 
     /// <summary>The replica view in fp32, for workers that cannot apply the delta.</summary>
-    public byte[] Full(DuckTransformer shapes) => DenseWeights.Encode(shapes, replica, GradientCompression.None, null, 0);
+    public byte[] Full(DuckTransformer shapes) =>
+        DenseWeights.Encode(shapes, replica, GradientCompression.None, null, 0, DenseWeights.WithoutEmbedding(EmbeddingByRows));
 }
 
 /// <summary>The worker half: a latent-weight model with its inner AdamW (kept across rounds), the replica view it
@@ -152,10 +186,22 @@ public sealed class LocalReplica : IDisposable
         (Lineage, Version) = (m.Lineage, m.Version);
     }
 
+    /// <summary>Writes fp32 embedding rows (row-major, as the parameter server serves them) into the replica view.</summary>
+    public void SetEmbeddingRows(int[] rows, byte[] rowBytes)
+    {
+        var target = start[TensorNames.Embedding];
+        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rowBytes.AsSpan());
+        int dim = values.Length / Math.Max(1, rows.Length);
+        if (dim * rows.Length != values.Length || (long)dim * model.Config.VocabSize != target.Length)
+            throw new InvalidDataException($"{rowBytes.Length} bytes are not {rows.Length} embedding rows of this model");
+        for (int r = 0; r < rows.Length; r++) values.Slice(r * dim, dim).CopyTo(target.AsSpan(rows[r] * dim, dim));
+    }
+
     /// <summary>One round: from the replica view, one AdamW step per entry of <paramref name="steps"/> (its micro-batches,
-    /// clipped at <paramref name="clip"/>), then the encoded delta start − end and the loss of every step.</summary>
+    /// clipped at <paramref name="clip"/>), then the encoded delta start − end and the loss of every step. With
+    /// <paramref name="embeddingRows"/>, the embedding's delta holds those rows only.</summary>
     public (byte[] Packet, double[] Losses) Run(IReadOnlyList<TokenBatch[]> steps, IReadOnlyList<(double Lr, double Wd)> schedule,
-                                                double clip, GradientCompression compression, ulong seed)
+                                                double clip, GradientCompression compression, ulong seed, int[]? embeddingRows = null)
     {
         DenseWeights.Load(model, start);
         model.train();
@@ -176,7 +222,8 @@ public sealed class LocalReplica : IDisposable
         }
         var end = DenseWeights.Copy(model);
         var delta = start.ToDictionary(kv => kv.Key, kv => { var d = new float[kv.Value.Length]; for (int i = 0; i < d.Length; i++) d[i] = kv.Value[i] - end[kv.Key][i]; return d; });
-        return (DenseWeights.Encode(model, delta, compression, residuals, seed), losses);
+        var rowsOf = embeddingRows is null ? null : new Dictionary<string, int[]> { [TensorNames.Embedding] = embeddingRows };
+        return (DenseWeights.Encode(model, delta, compression, residuals, seed, rowsOf), losses);
     }
 
     /// <summary>About the bytes <see cref="Export"/> produces: the start view, two AdamW moments and the residuals.</summary>

@@ -104,7 +104,10 @@ public sealed class ParameterServerGrain(
         checkpointStep = latest is null ? -1 : version;
         (weights, embedding, fullWeights) = (loaded.Weights, loaded.Embedding, null);
         arrived.Clear(); assembling.Clear(); recent.Clear();
-        error = null; valLoss = null; committing = frozen = false;
+        error = null; committing = frozen = false;
+        // A store whose newest checkpoint is the last step (e.g. a run finished by `duck finetune`) has nothing left to
+        // commit: validate now, so that the job can complete.
+        valLoss = version >= newOptions.Steps && jobSpec.EvalBatches > 0 ? await Task.Run(loaded.Evaluate) : null;
         lastCommitTimestamp = Stopwatch.GetTimestamp();
         Log.ServerReady(logger, this.GetPrimaryKeyString(), version, RuntimeIdentity);
     }
@@ -297,7 +300,7 @@ public sealed class ParameterServerGrain(
                 var opt = Duck.Core.Checkpoints.Safetensors.Read(latest.Files[Trainer.OptimizerFile], $"{latest.Name}/{Trainer.OptimizerFile}");
                 if (spec.SyncEvery > 1)
                     s.Outer = new OuterOptimizer(s.model, seedInitialized: false, opt.Tensors.Where(t => t.Name.StartsWith(OuterOptimizer.MomentumPrefix))
-                        .ToDictionary(t => t.Name[OuterOptimizer.MomentumPrefix.Length..], t => t.Data));
+                        .ToDictionary(t => t.Name[OuterOptimizer.MomentumPrefix.Length..], t => t.Data), DenseWeights.EmbeddingByRows(spec));
                 else
                 {
                     var state = opt.Tensors.ToDictionary(t => t.Name, t => tensor(t.Data, t.Shape));
@@ -305,10 +308,13 @@ public sealed class ParameterServerGrain(
                     finally { foreach (var t in state.Values) t.Dispose(); }
                 }
             }
-            else if (spec.SyncEvery > 1) s.Outer = new OuterOptimizer(s.model, seedInitialized: true, null);
+            else if (spec.SyncEvery > 1) s.Outer = new OuterOptimizer(s.model, seedInitialized: true, null, DenseWeights.EmbeddingByRows(spec));
             s.Publish();
             return s;
         }
+
+        /// <summary>Validation loss of the current weights over the job's EvalBatches batches.</summary>
+        public double Evaluate() => Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches);
 
         /// <summary>The fp32 weights workers start a round from (low-communication mode), for a worker that missed a delta.</summary>
         public byte[] FullWeights() => Outer!.Full(model);
@@ -321,20 +327,19 @@ public sealed class ParameterServerGrain(
             foreach (var packet in packets) ModelExchange.Accumulate(packet, sums);
             ulong seed = Duck.Core.Data.SplitMix64.Mix((ulong)spec.Seed ^ ((ulong)from << 20) ^ 0xD0D0UL);
             Outer!.Step(model, sums, packets.Count, spec.OuterLearningRate, spec.OuterMomentum, spec.Compression, from, seed);
-            Weights = Outer.Delta;
+            Publish();
             var snapshot = checkpoint ? Snapshot(to) : null;
-            double? val = last && spec.EvalBatches > 0
-                ? Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches)
-                : null;
+            double? val = last && spec.EvalBatches > 0 ? Evaluate() : null;
             return (Weights, Embedding, snapshot, val);
         }
 
+        /// <summary>What workers fetch: packed weights (synchronous) or the round's delta (low-communication), and the
+        /// current embedding when it is served by rows (a copy: the next commit must not change what is being served).</summary>
         void Publish()
         {
-            if (Outer is not null) { Weights = Outer.Delta; return; }
-            Weights = ModelExchange.PackWeights(model, ternaryNames);
-            Embedding = ModelExchange.EmbeddingByRows(model.Config)
-                ? model.named_parameters().First(p => p.name == TensorNames.Embedding).parameter.data<float>().ToArray() : [];
+            Weights = Outer is not null ? Outer.Delta : ModelExchange.PackWeights(model, ternaryNames);
+            bool byRows = Outer?.EmbeddingByRows ?? ModelExchange.EmbeddingByRows(model.Config);
+            Embedding = byRows ? model.named_parameters().First(p => p.name == TensorNames.Embedding).parameter.data<float>().ToArray() : [];
         }
 
         public (byte[] Weights, float[] Embedding, Snapshot? Snapshot, double? ValLoss) Apply(
@@ -355,9 +360,7 @@ public sealed class ParameterServerGrain(
             }
             Publish();
             var snapshot = checkpoint ? Snapshot((int)optimizer.StepCount) : null;
-            double? val = last && spec.EvalBatches > 0
-                ? Trainer.Evaluate(model, validation, options.BatchSize, options.SequenceLength, spec.EvalBatches)
-                : null;
+            double? val = last && spec.EvalBatches > 0 ? Evaluate() : null;
             return (Weights, Embedding, snapshot, val);
         }
 

@@ -176,14 +176,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
         if (manifest is null) return; // the server moved on or went back; the job sends a new order
         if (await FetchAsync(ps, manifest, full: false) is not { } weights) return;
-        var rowParts = new List<byte[]>();
-        foreach (var group in rows.Chunk(Payloads.MaxRowsPerCall))
-        {
-            var part = await ps.GetEmbeddingRowsAsync(order.Step, group);
-            if (part is null) return;
-            rowParts.Add(part);
-        }
-        var rowBytes = Chunking.Join(rowParts);
+        if (await FetchRowsAsync(ps, order.Step, rows) is not { } rowBytes) return;
         long bytesDown = weights.Length + rowBytes.Length + rows.Length * 4L;
 
         var (model, s2, worker, step) = (replica, spec!, index, order.Step);
@@ -199,26 +192,53 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     async Task RoundAsync(IParameterServerGrain ps, StepOrder order)
     {
         local ??= await Task.Run(() => new LocalReplica(order.Spec));
-        var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
-        if (manifest is null) return;
-        bool full = !local.CanFollow(manifest);
-        if (full && (manifest = await ps.GetWeightsManifestAsync(order.Step, full: true)) is null) return;
-        byte[]? packet = manifest.SeedInitialized && !full ? [] : await FetchAsync(ps, manifest, full);
-        if (packet is null) return;
-        var replicaView = local;
-        await Task.Run(() => replicaView.Follow(manifest, packet, full));
-
         var s = spec!;
         var options = JobData.Options(s);
         int n = Math.Min(s.SyncEvery, s.Steps - order.Step);
         var steps = Enumerable.Range(order.Step, n).Select(t => cursor!.ForStep(t)).ToArray();
+        int[]? rows = DenseWeights.EmbeddingByRows(s)
+            ? steps.SelectMany(batches => batches).SelectMany(b => b.Inputs).Select(t => (int)t).Distinct().Order().ToArray() : null;
+
+        var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
+        if (manifest is null) return;
+        bool full = !local.CanFollow(manifest);
+        if (full && (manifest = await ps.GetWeightsManifestAsync(order.Step, full: true)) is null) return;
+        bool seeded = manifest.SeedInitialized && !full; // the replica view is the seed's initialization, built here
+        byte[]? packet = seeded ? [] : await FetchAsync(ps, manifest, full);
+        if (packet is null) return;
+        byte[] rowBytes = [];
+        if (rows is not null && !seeded)
+        {
+            if (await FetchRowsAsync(ps, order.Step, rows) is not { } fetched) return;
+            rowBytes = fetched;
+        }
+        var replicaView = local;
+        await Task.Run(() =>
+        {
+            replicaView.Follow(manifest, packet, full);
+            if (rowBytes.Length > 0) replicaView.SetEmbeddingRows(rows!, rowBytes);
+        });
+
         var schedule = Enumerable.Range(order.Step, n).Select(t => TwoStageSchedule.At(options, t)).ToArray();
         ulong seed = SplitMix64.Mix((ulong)s.Seed ^ ((ulong)order.Step << 20) ^ (ulong)index);
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var (delta, losses) = await Task.Run(() => replicaView.Run(steps, schedule, s.GradClip, s.Compression, seed));
+        var (delta, losses) = await Task.Run(() => replicaView.Run(steps, schedule, s.GradClip, s.Compression, seed, rows));
         RecordThroughput(steps.Sum(batches => batches.Sum(b => (long)b.BatchSize * b.SequenceLength)), started);
-        (lastStep, lastPacket, lastFigures) = (order.Step, delta, (losses.Average(), packet.Length, losses));
+        long bytesDown = packet.Length + rowBytes.Length + (rowBytes.Length > 0 ? rows!.Length * 4L : 0);
+        (lastStep, lastPacket, lastFigures) = (order.Step, delta, (losses.Average(), bytesDown, losses));
         await PushAsync(ps, order.Step, delta, lastFigures);
+    }
+
+    /// <summary>The fp32 embedding rows of version <paramref name="version"/>, fetched in bounded calls; null when stale.</summary>
+    async Task<byte[]?> FetchRowsAsync(IParameterServerGrain ps, int version, int[] rows)
+    {
+        var parts = new List<byte[]>();
+        foreach (var group in rows.Chunk(Payloads.MaxRowsPerCall))
+        {
+            if (await ps.GetEmbeddingRowsAsync(version, group) is not { } part) return null;
+            parts.Add(part);
+        }
+        return Chunking.Join(parts);
     }
 
     void RecordThroughput(long tokens, long startedTimestamp)
