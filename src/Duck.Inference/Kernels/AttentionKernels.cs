@@ -61,16 +61,11 @@ public static unsafe class AttentionKernels
     public static void AttendInt8(float* q, sbyte* keys, float* keyScales, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o) =>
         Attend<sbyte, Int8>(q, keys, keyScales, values, valueScales, count, hd, scale, scores, o);
 
-    /// <summary>x ≈ q · scale with q = round(x / scale) in [-127, 127], scale = max|x| / 127; returns the scale (0 for all zeros).</summary>
-    public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q)
-    {
-        float max = 0;
-        foreach (float v in x) max = MathF.Max(max, MathF.Abs(v));
-        if (max == 0) { q[..x.Length].Clear(); return 0; }
-        float inv = 127f / max;
-        for (int i = 0; i < x.Length; i++) q[i] = (sbyte)Math.Clamp(MathF.Round(x[i] * inv), -127, 127);
-        return max / 127f;
-    }
+    /// <summary>
+    /// x ≈ q · scale, quantized as the activations are (QuantizedActivations.QuantizeRow: absmax, round half to
+    /// even, vectorized); returns the scale, max(max|x|, 1e-5) / 127.
+    /// </summary>
+    public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q) => 1f / QuantizedActivations.QuantizeRow(x, q, out _);
 
     /// <summary>How a cache element type widens to fp32: one value, or eight into a vector.</summary>
     interface IElement<T> where T : unmanaged
