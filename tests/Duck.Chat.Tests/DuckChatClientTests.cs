@@ -19,6 +19,7 @@ public sealed class DuckChatClientTests(ChatServer server) : IClassFixture<ChatS
     string Expected()
     {
         using var model = InferenceModel.Load(server.ModelPath);
+        model.KvCacheType = new Duck.Grains.Chat.ChatServingOptions().KvCache; // as the server's sessions
         int[] prompt = ChatFormat.PromptForReply([Duck.Core.Text.ChatMessage.System("You are Duck."), Duck.Core.Text.ChatMessage.User("Hello there")]);
         var options = new SamplingOptions { Temperature = 0, MaxTokens = 8, TopK = 40, TopP = 0.95f, RepetitionPenalty = 1.1f, StopSequences = ChatFormat.StopSequences };
         return string.Concat(TextGenerator.Generate(new InferenceSession(model), prompt, options, new GenerationStats()));

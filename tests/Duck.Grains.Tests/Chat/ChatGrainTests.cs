@@ -24,6 +24,7 @@ public sealed class ChatGrainTests : IAsyncLifetime
     public async Task CompleteAsync_Greedy_SameTextAsTheEngineAlone()
     {
         using var model = InferenceModel.Load(Path.Combine(models, ChatCluster.Model + ".gguf"));
+        model.KvCacheType = new Duck.Grains.Chat.ChatServingOptions().KvCache; // as the server's sessions
         int[] prompt = ChatFormat.PromptForReply([ChatMessage.User("Hello there")]);
         var options = new SamplingOptions
         {
