@@ -119,13 +119,19 @@ public static class ClusterCommands
         throw new UserErrorException($"silo on http port {httpPort} was not ready within 90 s");
     }
 
+    static GradientCompression ParseCompression(string value)
+    {
+        try { return GradientCompressionExtensions.Parse(value); }
+        catch (ArgumentException e) { throw new UserErrorException(e.Message); }
+    }
+
     static Command TrainCommand()
     {
         var preset = new Option<string>("--preset") { Description = "Model preset", DefaultValueFactory = _ => "mini" };
         var workers = new Option<int>("--workers") { Description = "Worker grains", DefaultValueFactory = _ => 2 };
         var gateway = Gateway();
         var storage = new Option<string>("--storage") { Description = "Checkpoints in a folder (runs/cluster/JOB) or Azure Blob (needs DUCK_STORAGE_CONNECTION_STRING on the silos)", DefaultValueFactory = _ => "folder" };
-        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary, none or fp16", DefaultValueFactory = _ => "ternary" };
+        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary (stochastic, TernGrad), ternary-threshold (deterministic), none or fp16", DefaultValueFactory = _ => "ternary" };
         var syncEvery = new Option<int>("--sync-every") { Description = "Local AdamW steps per worker between synchronizations: 1 is synchronous; H > 1 is DiLoCo (weight deltas, outer Nesterov step with lr 0.7, momentum 0.9)", DefaultValueFactory = _ => 1 };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default: the preset's)" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per micro-batch" };
@@ -136,20 +142,17 @@ public static class ClusterCommands
         var output = RunFolderOption();
         var shared = new Option<bool>("--shared-data") { Description = "All workers read shard 0 (the single-process trainer's batches)" };
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps", DefaultValueFactory = _ => 50 };
+        var clipSigmas = new Option<double>("--clip-sigmas") { Description = "Stochastic ternary: clip each gradient row at this many standard deviations (0: off)", DefaultValueFactory = _ => 2.5 };
         var json = new Option<bool>("--json") { Description = "One JSON line per step and a final line" };
         var cmd = new Command("train", "Submit a training job to the cluster and follow it")
-            { preset, workers, gateway, storage, compress, syncEvery, steps, batch, seq, micro, data, job, output, shared, checkpointEvery, json };
+            { preset, workers, gateway, storage, compress, clipSigmas, syncEvery, steps, batch, seq, micro, data, job, output, shared, checkpointEvery, json };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             string p = pr.GetValue(preset)!;
             var defaults = Duck.Model.TrainingOptions.ForPreset(p);
             Duck.Core.Model.ModelPresets.Get(p);
             string id = pr.GetValue(job) ?? $"{p}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
-            var compression = pr.GetValue(compress) switch
-            {
-                "ternary" => GradientCompression.Ternary, "none" => GradientCompression.None, "fp16" => GradientCompression.Fp16,
-                var other => throw new UserErrorException($"--compress must be ternary, none or fp16, got '{other}'"),
-            };
+            var compression = ParseCompression(pr.GetValue(compress)!);
             string? runFolder = pr.GetValue(output);
             string store = pr.GetValue(storage) switch
             {
@@ -162,7 +165,7 @@ public static class ClusterCommands
                 Preset = p, DataFolder = Path.GetFullPath(pr.GetValue(data)!), Workers = pr.GetValue(workers), Steps = pr.GetValue(steps) ?? defaults.Steps,
                 BatchSize = pr.GetValue(batch) ?? defaults.BatchSize, SequenceLength = pr.GetValue(seq) ?? defaults.SequenceLength,
                 MicroBatchesPerWorker = pr.GetValue(micro), Compression = compression, CheckpointStore = store, SharedData = pr.GetValue(shared),
-                CheckpointEvery = pr.GetValue(checkpointEvery), SyncEvery = pr.GetValue(syncEvery),
+                CheckpointEvery = pr.GetValue(checkpointEvery), SyncEvery = pr.GetValue(syncEvery), ClipSigmas = pr.GetValue(clipSigmas),
             };
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserErrorException(e.Message); }
             await using var connection = await ClusterConnection.ConnectAsync(pr.GetValue(gateway)!, ct);
@@ -183,7 +186,7 @@ public static class ClusterCommands
         var mix = new Option<double>("--mix") { Description = "Share of rows that are pretraining text", DefaultValueFactory = _ => 0.15 };
         var workers = new Option<int>("--workers") { Description = "Worker grains", DefaultValueFactory = _ => 2 };
         var gateway = Gateway();
-        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary, none or fp16", DefaultValueFactory = _ => "ternary" };
+        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary (stochastic, TernGrad), ternary-threshold (deterministic), none or fp16", DefaultValueFactory = _ => "ternary" };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 240)" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per worker per step (default: the fine-tune's batch divided among the workers)" };
         var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-duck-TIMESTAMP); submitting an existing job's spec again continues it" };
@@ -207,11 +210,7 @@ public static class ClusterCommands
             int k = pr.GetValue(workers);
             if (k < 1 || k > conversations.Count) throw new UserErrorException($"--workers must be in 1..{conversations.Count} (the conversations), got {k}");
             string id = pr.GetValue(job) ?? $"{p}-duck-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
-            var compression = pr.GetValue(compress) switch
-            {
-                "ternary" => GradientCompression.Ternary, "none" => GradientCompression.None, "fp16" => GradientCompression.Fp16,
-                var other => throw new UserErrorException($"--compress must be ternary, none or fp16, got '{other}'"),
-            };
+            var compression = ParseCompression(pr.GetValue(compress)!);
             var spec = new JobSpec
             {
                 Preset = p, VocabSize = model.VocabSize, DataFolder = Path.GetFullPath(pr.GetValue(pretrain)!), Workers = k,

@@ -12,6 +12,27 @@ public enum GradientCompression
     None = 1,
     /// <summary>fp16 (half the bytes of fp32, for comparison).</summary>
     Fp16 = 2,
+    /// <summary>Deterministic ternary (threshold 0.7·mean|v| per row, scale = mean kept magnitude) with error feedback:
+    /// the residual carries only the rounding error, not stochastic rounding's variance.</summary>
+    TernaryThreshold = 3,
+}
+
+/// <summary>Helpers on <see cref="GradientCompression"/>.</summary>
+public static class GradientCompressionExtensions
+{
+    /// <summary>True for the ternary encodings, which keep error-feedback residuals.</summary>
+    public static bool IsTernary(this GradientCompression compression) =>
+        compression is GradientCompression.Ternary or GradientCompression.TernaryThreshold;
+
+    /// <summary>Parses a `--compress` value: ternary, ternary-threshold, none or fp16.</summary>
+    public static GradientCompression Parse(string value) => value switch
+    {
+        "ternary" => GradientCompression.Ternary,
+        "ternary-threshold" => GradientCompression.TernaryThreshold,
+        "none" => GradientCompression.None,
+        "fp16" => GradientCompression.Fp16,
+        _ => throw new ArgumentException($"--compress must be ternary, ternary-threshold, none or fp16, got '{value}'"),
+    };
 }
 
 /// <summary>Where a job stands.</summary>
@@ -87,6 +108,9 @@ public sealed record JobSpec
     /// tokens a worker looks up in its round (the reference the row-sparse default is tested against; with a large
     /// vocabulary it costs about as many bytes as the rest of the model).</summary>
     [Id(25)] public bool DenseEmbeddingDelta { get; init; }
+    /// <summary>Stochastic ternary gradients: clip each row at this many standard deviations before ternarizing
+    /// (TernGrad's 2.5; 0: no clipping). What clipping cuts off stays in the error-feedback residual.</summary>
+    [Id(26)] public double ClipSigmas { get; init; } = 2.5;
 
     /// <summary>A supervised fine-tune on chat conversations rather than pretraining.</summary>
     public bool IsFinetune => ChatData != "";
@@ -104,6 +128,7 @@ public sealed record JobSpec
         Require(SyncEvery is >= 1 and <= 256, $"sync every must be in 1..256 local steps, got {SyncEvery}");
         Require(OuterLearningRate > 0 && OuterMomentum is >= 0 and < 1, $"outer learning rate ({OuterLearningRate}) must be positive and outer momentum ({OuterMomentum}) in [0, 1)");
         Require(!string.IsNullOrWhiteSpace(CheckpointStore), "checkpoint store is empty");
+        Require(ClipSigmas is >= 0 and <= 100, $"clip sigmas must be in [0, 100], got {ClipSigmas}");
         if (IsFinetune)
         {
             Require(BaseCheckpoint != "", "a fine-tuning job needs the base checkpoint to start from");

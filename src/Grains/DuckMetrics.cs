@@ -36,6 +36,20 @@ public static class DuckMetrics
     /// <summary>One worker's forward/backward tokens per second in its newest step.</summary>
     public static readonly Gauge<double> WorkerTokensPerSecond = Meter.CreateGauge<double>("duck.training.worker_tokens_per_second", description: "A worker's compute tokens per second");
 
+    /// <summary>Wall time of one phase of a training step (tag "phase": a worker's fetch, load, forward_backward, encode and
+    /// push; the parameter server's decode, optimizer and publish): where a step's time goes.</summary>
+    public static readonly Histogram<double> PhaseTime = Meter.CreateHistogram<double>("duck.training.phase_time", "ms", "Wall time of one phase of a training step");
+
+    /// <summary>Records <paramref name="phase"/> of <paramref name="jobId"/> as having run since <paramref name="startedTimestamp"/>;
+    /// returns the current timestamp, where the next phase starts.</summary>
+    public static long RecordPhase(string jobId, string phase, long startedTimestamp)
+    {
+        long now = Stopwatch.GetTimestamp();
+        PhaseTime.Record(Stopwatch.GetElapsedTime(startedTimestamp, now).TotalMilliseconds,
+                         new KeyValuePair<string, object?>("job", jobId), new KeyValuePair<string, object?>("phase", phase));
+        return now;
+    }
+
     /// <summary>Decode tokens per second of a chat reply (recorded by the chat API).</summary>
     public static readonly Histogram<double> InferenceTokensPerSecond = Meter.CreateHistogram<double>("duck.inference.tokens_per_second", description: "Decode tokens per second per reply");
     /// <summary>Time from request to first streamed token (recorded by the chat API).</summary>

@@ -53,7 +53,7 @@ static class DenseWeights
             int[]? ids = rowsOf?.GetValueOrDefault(name);
             if (ids is { Length: 0 }) continue;
             float[]? residual = null;
-            if (residuals is not null && compression == GradientCompression.Ternary && !residuals.TryGetValue(name, out residual))
+            if (residuals is not null && compression.IsTernary() && !residuals.TryGetValue(name, out residual))
                 residuals[name] = residual = new float[values[name].Length];
             float[] sent = ids is null ? values[name] : Gather(values[name], ids, (int)columns);
             ModelExchange.WriteEncoded(packet, name, rows, columns, sent, ids, compression, residual, ref rng);

@@ -87,7 +87,7 @@ public static class ModelExchange
     /// <summary>Encodes a replica's gradients: the embedding only for <paramref name="rowIds"/> (its other rows are zero),
     /// everything else dense. Ternary uses and updates <paramref name="residuals"/> (error feedback).</summary>
     public static byte[] EncodeGradients(DuckTransformer replica, int[] rowIds, GradientCompression compression,
-                                         Dictionary<string, float[]> residuals, ref SplitMix64 rng)
+                                         Dictionary<string, float[]> residuals, ref SplitMix64 rng, float clipSigmas = TernaryCodec.DefaultClipSigmas)
     {
         var packet = new TensorPacketWriter();
         bool byRows = EmbeddingByRows(replica.Config);
@@ -99,8 +99,8 @@ public static class ModelExchange
             int[]? ids = byRows && name == TensorNames.Embedding ? rowIds : null;
             float[] values = ids is null ? all : Gather(all, ids, (int)columns);
             residuals.TryGetValue(name, out var residual);
-            if (residual is null && compression == GradientCompression.Ternary) residuals[name] = residual = new float[p.numel()];
-            WriteEncoded(packet, name, rows, columns, values, ids, compression, residual, ref rng);
+            if (residual is null && compression.IsTernary()) residuals[name] = residual = new float[p.numel()];
+            WriteEncoded(packet, name, rows, columns, values, ids, compression, residual, ref rng, clipSigmas);
         }
         return packet.ToArray();
     }
@@ -108,7 +108,8 @@ public static class ModelExchange
     /// <summary>Writes one tensor (or, with <paramref name="ids"/>, those rows of it) in <paramref name="compression"/>'s
     /// encoding. Ternary adds and updates <paramref name="residual"/> (dense, the whole tensor): error feedback.</summary>
     public static void WriteEncoded(TensorPacketWriter packet, string name, long rows, long columns, float[] values, int[]? ids,
-                                    GradientCompression compression, float[]? residual, ref SplitMix64 rng)
+                                    GradientCompression compression, float[]? residual, ref SplitMix64 rng,
+                                    float clipSigmas = TernaryCodec.DefaultClipSigmas)
     {
         switch (compression)
         {
@@ -123,8 +124,11 @@ public static class ModelExchange
                 {
                     long at = (ids is null ? r : ids[r]) * columns;
                     var slot = residual.AsSpan((int)at, (int)columns);
-                    scales[r] = TernaryCodec.QuantizeRow(values.AsSpan((int)(r * columns), (int)columns), slot,
-                                                         ternary.AsSpan((int)(r * columns), (int)columns), ref rng, TernaryCodec.DefaultClipSigmas);
+                    var row = values.AsSpan((int)(r * columns), (int)columns);
+                    var codes = ternary.AsSpan((int)(r * columns), (int)columns);
+                    scales[r] = compression == GradientCompression.TernaryThreshold
+                        ? TernaryCodec.QuantizeRowThreshold(row, slot, codes)
+                        : TernaryCodec.QuantizeRow(row, slot, codes, ref rng, clipSigmas);
                 }
                 packet.WriteTernary(name, rows, columns, scales, ternary, ids);
                 break;

@@ -195,9 +195,10 @@ public sealed class ParameterServerGrain(
             var packets = contributions.Select(c => c.Packet).ToList();
             var (lr, wd) = TwoStageSchedule.At(options, step);
             float scale = (float)spec.Workers / contributions.Count; // workers send gradients pre-divided by the full count
+            string job = this.GetPrimaryKeyString();
             var result = spec.SyncEvery > 1
                 ? await Task.Run(() => server!.ApplyOuter(packets, step, next, checkpoint, last))
-                : await Task.Run(() => server!.Apply(packets, scale, lr, wd, checkpoint, last));
+                : await Task.Run(() => server!.Apply(job, packets, scale, lr, wd, checkpoint, last));
             double ms = Stopwatch.GetElapsedTime(lastCommitTimestamp).TotalMilliseconds / covered;
             lastCommitTimestamp = Stopwatch.GetTimestamp();
             long tokens = (long)contributions.Count * spec.MicroBatchesPerWorker * spec.BatchSize * spec.SequenceLength;
@@ -342,11 +343,13 @@ public sealed class ParameterServerGrain(
             Embedding = byRows ? model.named_parameters().First(p => p.name == TensorNames.Embedding).parameter.data<float>().ToArray() : [];
         }
 
-        public (byte[] Weights, float[] Embedding, Snapshot? Snapshot, double? ValLoss) Apply(
+        public (byte[] Weights, float[] Embedding, Snapshot? Snapshot, double? ValLoss) Apply(string job,
             IReadOnlyList<byte[]> packets, float scale, double lr, double wd, bool checkpoint, bool last)
         {
+            long phase = Stopwatch.GetTimestamp();
             foreach (var sum in sums.Values) Array.Clear(sum);
             foreach (var packet in packets) ModelExchange.Accumulate(packet, sums);
+            phase = DuckMetrics.RecordPhase(job, "decode", phase);
             using (var scope = NewDisposeScope())
             {
                 foreach (var (name, p) in model.named_parameters())
@@ -358,7 +361,9 @@ public sealed class ParameterServerGrain(
                 if (options.GradClip > 0) nn.utils.clip_grad_norm_(model.parameters(), options.GradClip);
                 optimizer.Step(lr, wd);
             }
+            phase = DuckMetrics.RecordPhase(job, "optimizer", phase);
             Publish();
+            DuckMetrics.RecordPhase(job, "publish", phase);
             var snapshot = checkpoint ? Snapshot((int)optimizer.StepCount) : null;
             double? val = last && spec.EvalBatches > 0 ? Evaluate() : null;
             return (Weights, Embedding, snapshot, val);

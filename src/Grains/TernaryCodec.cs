@@ -1,4 +1,4 @@
-// TernGrad-style stochastic ternarization with error feedback, and 2-bit packing of ternary values (4 per byte).
+// TernGrad-style stochastic ternarization and deterministic thresholded ternarization, both with error feedback, and 2-bit packing of ternary values (4 per byte).
 // Pure C# on float spans: the scalar meaning is the documentation and the test oracle. Not the packet layout:
 // see TensorPacket for how encoded tensors are framed.
 using Duck.Core.Data;
@@ -71,6 +71,49 @@ public static class TernaryCodec
             float magnitude = Math.Min(Math.Abs(v), clip);
             float u = (rng.NextUInt64() >> 40) * (1f / (1 << 24)); // uniform in [0, 1)
             sbyte t = u < magnitude / scale ? (sbyte)Math.Sign(v) : (sbyte)0;
+            ternary[i] = t;
+            residual[i] = v - t * scale;
+        }
+        return scale;
+    }
+
+    /// <summary>Threshold of the deterministic quantizer as a multiple of mean|v| (ternary weight networks' 0.7).</summary>
+    public const float ThresholdOfMean = 0.7f;
+
+    /// <summary>
+    /// Deterministic thresholded ternarization with error feedback on one row: v = gradient + residual;
+    /// t[i] = sign(v[i]) where |v[i]| &gt; 0.7·mean|v|, else 0; s = the mean |v[i]| over the kept values (the scale that
+    /// minimizes the squared error for that support). The residual becomes v − s·t, the rounding error only, which the
+    /// next step sends. Biased per step, but every value is eventually sent (EF-SignSGD's argument). Returns s.
+    /// </summary>
+    public static float QuantizeRowThreshold(ReadOnlySpan<float> gradient, Span<float> residual, Span<sbyte> ternary)
+    {
+        int n = gradient.Length;
+        double sumAbs = 0;
+        for (int i = 0; i < n; i++)
+        {
+            float v = gradient[i] + residual[i];
+            residual[i] = v;
+            sumAbs += Math.Abs(v);
+        }
+        float threshold = (float)(ThresholdOfMean * sumAbs / Math.Max(1, n));
+        double keptSum = 0;
+        int kept = 0;
+        for (int i = 0; i < n; i++)
+        {
+            float magnitude = Math.Abs(residual[i]);
+            if (magnitude > threshold) { keptSum += magnitude; kept++; }
+        }
+        float scale = kept == 0 ? 0 : (float)(keptSum / kept);
+        if (scale == 0 || !float.IsFinite(scale))
+        {
+            ternary[..n].Clear();
+            return 0;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            float v = residual[i];
+            sbyte t = Math.Abs(v) > threshold ? (sbyte)Math.Sign(v) : (sbyte)0;
             ternary[i] = t;
             residual[i] = v - t * scale;
         }

@@ -173,18 +173,22 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         int[] rows = ModelExchange.EmbeddingByRows(replica.Config)
             ? batches.SelectMany(b => b.Inputs).Select(t => (int)t).Distinct().Order().ToArray() : [];
 
+        long phase = System.Diagnostics.Stopwatch.GetTimestamp();
         var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
         if (manifest is null) return; // the server moved on or went back; the job sends a new order
         if (await FetchAsync(ps, manifest, full: false) is not { } weights) return;
         if (await FetchRowsAsync(ps, order.Step, rows) is not { } rowBytes) return;
         long bytesDown = weights.Length + rowBytes.Length + rows.Length * 4L;
+        phase = DuckMetrics.RecordPhase(order.JobId, "fetch", phase);
 
         var (model, s2, worker, step) = (replica, spec!, index, order.Step);
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var (packet, loss) = await Task.Run(() => Compute(model, s2, worker, step, batches, weights, rows, rowBytes, residuals));
+        var (packet, loss) = await Task.Run(() => Compute(model, s2, order.JobId, worker, step, batches, weights, rows, rowBytes, residuals));
         RecordThroughput(batches.Sum(b => (long)b.BatchSize * b.SequenceLength), started);
         (lastStep, lastPacket, lastFigures) = (step, packet, (loss, bytesDown, null));
+        phase = System.Diagnostics.Stopwatch.GetTimestamp();
         await PushAsync(ps, step, packet, lastFigures);
+        DuckMetrics.RecordPhase(order.JobId, "push", phase);
     }
 
     /// <summary>Low-communication round: bring the replica view to the server's version (seed, delta or full weights),
@@ -265,11 +269,13 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     }
 
     /// <summary>Forward and backward over the worker's micro-batches on the received weights; the encoded gradient and mean loss.</summary>
-    static (byte[] Packet, double Loss) Compute(DuckTransformer model, JobSpec spec, int worker, int step, TokenBatch[] batches,
+    static (byte[] Packet, double Loss) Compute(DuckTransformer model, JobSpec spec, string jobId, int worker, int step, TokenBatch[] batches,
                                                 byte[] weights, int[] rows, byte[] rowBytes, Dictionary<string, float[]> residuals)
     {
         using var scope = NewDisposeScope();
+        long phase = System.Diagnostics.Stopwatch.GetTimestamp();
         ModelExchange.LoadReplica(model, weights, rows, rowBytes);
+        phase = DuckMetrics.RecordPhase(jobId, "load", phase);
         model.train();
         foreach (var p in model.parameters()) p.grad?.zero_();
         double lossSum = 0;
@@ -283,8 +289,10 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             (loss / (batches.Length * spec.Workers)).backward();
             lossSum += loss.item<float>();
         }
+        phase = DuckMetrics.RecordPhase(jobId, "forward_backward", phase);
         var rng = new SplitMix64(SplitMix64.Mix((ulong)spec.Seed ^ ((ulong)step << 20) ^ (ulong)worker));
-        var packet = ModelExchange.EncodeGradients(model, rows, spec.Compression, residuals, ref rng);
+        var packet = ModelExchange.EncodeGradients(model, rows, spec.Compression, residuals, ref rng, (float)spec.ClipSigmas);
+        DuckMetrics.RecordPhase(jobId, "encode", phase);
         return (packet, lossSum / batches.Length);
     }
 }

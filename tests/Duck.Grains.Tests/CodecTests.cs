@@ -57,6 +57,52 @@ public class CodecTests
     }
 
     [Fact]
+    public void QuantizeRowThreshold_KeepsValuesAboveSevenTenthsOfTheMeanAtTheirMeanMagnitude()
+    {
+        var gradient = new float[] { 1f, -4f, 0.5f, 0f, 3f, -0.2f, 2f, -1.3f };
+        var residual = new float[gradient.Length];
+        var t = new sbyte[gradient.Length];
+
+        float scale = TernaryCodec.QuantizeRowThreshold(gradient, residual, t);
+
+        // mean|v| = 12 / 8 = 1.5, threshold 1.05: -4, 3, 2 and -1.3 are kept, at (4 + 3 + 2 + 1.3) / 4.
+        Assert.Equal(new sbyte[] { 0, -1, 0, 0, 1, 0, 1, -1 }, t);
+        Assert.Equal(2.575f, scale, 5);
+        for (int i = 0; i < gradient.Length; i++) Assert.Equal(gradient[i] - t[i] * scale, residual[i], 5);
+    }
+
+    [Fact]
+    public void QuantizeRowThreshold_WithErrorFeedback_SentTracksTheSumOfGradientsWithABoundedResidual()
+    {
+        var rng = new Random(7);
+        var residual = new float[64];
+        var sent = new double[64];
+        var total = new double[64];
+        for (int step = 0; step < 400; step++)
+        {
+            var g = Enumerable.Range(0, 64).Select(i => (float)(rng.NextDouble() - 0.5 + (i % 8) * 0.05)).ToArray();
+            var t = new sbyte[64];
+            float scale = TernaryCodec.QuantizeRowThreshold(g, residual, t);
+            for (int i = 0; i < 64; i++) { sent[i] += t[i] * scale; total[i] += g[i]; }
+        }
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(total[i], sent[i] + residual[i], 2);
+            Assert.True(Math.Abs(residual[i]) < 3, $"element {i}: residual {residual[i]} grows (sum of gradients {total[i]:F1})");
+        }
+    }
+
+    [Fact]
+    public void Parse_CompressOptions_MapToEncodings()
+    {
+        Assert.Equal(GradientCompression.Ternary, GradientCompressionExtensions.Parse("ternary"));
+        Assert.Equal(GradientCompression.TernaryThreshold, GradientCompressionExtensions.Parse("ternary-threshold"));
+        Assert.True(GradientCompression.TernaryThreshold.IsTernary());
+        Assert.False(GradientCompression.Fp16.IsTernary());
+        Assert.Throws<ArgumentException>(() => GradientCompressionExtensions.Parse("int4"));
+    }
+
+    [Fact]
     public void Packet_Fp32AndTernaryRows_DecodeToWhatWasWritten()
     {
         var writer = new TensorPacketWriter();
