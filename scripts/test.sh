@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Large libtorch allocations on transparent huge pages (see src/Duck.Core/Runtime/MallocTuning.cs).
-export GLIBC_TUNABLES=${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=8589934592
 log=$(mktemp)
 status=0
 dotnet test Duck.Distributed.sln -c Release --no-build -v quiet -nologo 2>&1 | tee "$log" || status=$?

@@ -46,19 +46,30 @@ public static class ClusterCommands
         var state = new Option<string>("--state") { Description = "Grain state folder", DefaultValueFactory = _ => Path.Combine("runs", "cluster", "state") };
         var json = new Option<bool>("--json") { Description = "One JSON line per ready silo" };
         var models = new Option<string>("--models") { Description = "Chat models location (duck cluster deploy puts models there)", DefaultValueFactory = _ => ClusterChatCommands.DefaultModels };
-        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json, models };
+        var torchThreads = new Option<int>("--torch-threads")
+        {
+            Description = "libtorch and inference threads per silo (0: all cores; silos sharing a machine then share its cores, which measured faster than splitting them: docs/benchmarks.md)",
+            DefaultValueFactory = _ => 0,
+        };
+        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json, models, torchThreads };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             int n = pr.GetValue(silos);
             if (n is < 1 or > 32) throw new UserErrorException($"--silos must be in 1..32, got {n}");
             string dll = ClusterConnection.FindSiloDll();
-            int threads = Math.Max(1, Environment.ProcessorCount / n);
+            // Training (libtorch) uses every core in each silo: two 1-thread workers on 2 cores ran a `mini` step in 6.7 s,
+            // two 2-thread workers in 4.8 s. The chat engine's spinning worker pool keeps its share of the cores.
+            int threads = pr.GetValue(torchThreads) is > 0 and var t ? t : Environment.ProcessorCount;
+            int chatThreads = Math.Max(1, Environment.ProcessorCount / n);
             var processes = new List<Process>();
             try
             {
                 for (int i = 0; i < n; i++)
                 {
                     var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+                    // Silos that share the machine's cores: libtorch's OpenMP threads sleep when they wait instead of
+                    // spinning on cores another silo's workers need (steady `mini` steps 3.5 s instead of 3.5-7.7 s).
+                    if (n > 1 && Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null) start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
                     start.ArgumentList.Add(dll);
                     foreach (var (key, value) in new[] { ("SiloPort", pr.GetValue(siloPort) + i), ("GatewayPort", pr.GetValue(gatewayPort) + i),
                                  ("HttpPort", pr.GetValue(httpPort) + i), ("PrimarySiloPort", pr.GetValue(siloPort)), ("TorchThreads", threads) })
@@ -66,7 +77,7 @@ public static class ClusterCommands
                     start.ArgumentList.Add($"--Duck:Silo:StateStore={Path.GetFullPath(pr.GetValue(state)!)}");
                     string modelsLocation = pr.GetValue(models)!;
                     start.ArgumentList.Add($"--Duck:Chat:Models={(modelsLocation.StartsWith("azure:", StringComparison.OrdinalIgnoreCase) ? modelsLocation : Path.GetFullPath(modelsLocation))}");
-                    start.ArgumentList.Add($"--Duck:Chat:Threads={threads}");
+                    start.ArgumentList.Add($"--Duck:Chat:Threads={chatThreads}");
                     var process = Process.Start(start) ?? throw new InvalidOperationException("could not start dotnet");
                     process.OutputDataReceived += (_, _) => { };
                     process.ErrorDataReceived += (_, e) => { if (e.Data is not null && pr.GetValue(json) == false) Console.Error.WriteLine($"silo {process.Id}: {e.Data}"); };
@@ -131,7 +142,7 @@ public static class ClusterCommands
         var workers = new Option<int>("--workers") { Description = "Worker grains", DefaultValueFactory = _ => 2 };
         var gateway = Gateway();
         var storage = new Option<string>("--storage") { Description = "Checkpoints in a folder (runs/cluster/JOB) or Azure Blob (needs DUCK_STORAGE_CONNECTION_STRING on the silos)", DefaultValueFactory = _ => "folder" };
-        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary (stochastic, TernGrad), ternary-threshold (deterministic), none or fp16", DefaultValueFactory = _ => "ternary" };
+        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary (deterministic, error feedback), terngrad (stochastic TernGrad, error feedback), none or fp16", DefaultValueFactory = _ => "ternary" };
         var syncEvery = new Option<int>("--sync-every") { Description = "Local AdamW steps per worker between synchronizations: 1 is synchronous; H > 1 is DiLoCo (weight deltas, outer Nesterov step with lr 0.7, momentum 0.9)", DefaultValueFactory = _ => 1 };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default: the preset's)" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per micro-batch" };
@@ -142,7 +153,7 @@ public static class ClusterCommands
         var output = RunFolderOption();
         var shared = new Option<bool>("--shared-data") { Description = "All workers read shard 0 (the single-process trainer's batches)" };
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps", DefaultValueFactory = _ => 50 };
-        var clipSigmas = new Option<double>("--clip-sigmas") { Description = "Stochastic ternary: clip each gradient row at this many standard deviations (0: off)", DefaultValueFactory = _ => 2.5 };
+        var clipSigmas = new Option<double>("--clip-sigmas") { Description = "terngrad: clip each gradient row at this many standard deviations (0: off)", DefaultValueFactory = _ => 2.5 };
         var json = new Option<bool>("--json") { Description = "One JSON line per step and a final line" };
         var cmd = new Command("train", "Submit a training job to the cluster and follow it")
             { preset, workers, gateway, storage, compress, clipSigmas, syncEvery, steps, batch, seq, micro, data, job, output, shared, checkpointEvery, json };
@@ -186,7 +197,7 @@ public static class ClusterCommands
         var mix = new Option<double>("--mix") { Description = "Share of rows that are pretraining text", DefaultValueFactory = _ => 0.15 };
         var workers = new Option<int>("--workers") { Description = "Worker grains", DefaultValueFactory = _ => 2 };
         var gateway = Gateway();
-        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary (stochastic, TernGrad), ternary-threshold (deterministic), none or fp16", DefaultValueFactory = _ => "ternary" };
+        var compress = new Option<string>("--compress") { Description = "Gradient encoding: ternary (deterministic, error feedback), terngrad (stochastic TernGrad, error feedback), none or fp16", DefaultValueFactory = _ => "ternary" };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 240)" };
         var batch = new Option<int?>("--batch-size") { Description = "Sequences per worker per step (default: the fine-tune's batch divided among the workers)" };
         var job = new Option<string?>("--job") { Description = "Job id (default: PRESET-duck-TIMESTAMP); submitting an existing job's spec again continues it" };

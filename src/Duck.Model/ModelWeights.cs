@@ -15,7 +15,7 @@ public static class ModelWeights
     public static NamedTensor ToNamed(string name, Tensor t)
     {
         using var c = t.detach().contiguous().cpu();
-        return new NamedTensor(name, c.shape, c.data<float>().ToArray());
+        return new NamedTensor(name, c.shape, c.ToArrayFast<float>());
     }
 
     /// <summary>Overwrites every parameter from <paramref name="tensors"/>; throws naming a missing, extra or mis-shaped tensor.</summary>

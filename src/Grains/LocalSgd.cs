@@ -19,7 +19,7 @@ static class DenseWeights
     public static Dictionary<string, float[]> Copy(DuckTransformer model)
     {
         using var noGrad = no_grad();
-        return model.named_parameters().ToDictionary(p => p.name, p => { using var c = p.parameter.detach().contiguous(); return c.data<float>().ToArray(); });
+        return model.named_parameters().ToDictionary(p => p.name, p => { using var c = p.parameter.detach().contiguous(); return c.ToArrayFast<float>(); });
     }
 
     /// <summary>Writes <paramref name="values"/> into the model's parameters.</summary>
@@ -239,7 +239,7 @@ public sealed class LocalReplica : IDisposable
         foreach (var (name, moment) in inner.State())
         {
             using var c = moment.detach().contiguous();
-            packet.WriteFp32(name, 1, c.numel(), c.data<float>().ToArray());
+            packet.WriteFp32(name, 1, c.numel(), c.ToArrayFast<float>());
         }
         return (packet.ToArray(), Lineage, Version, inner.StepCount);
     }

@@ -25,7 +25,7 @@ public static class ModelExchange
     /// <summary>The packed weights a replica needs, but the embedding when it travels by rows.</summary>
     public static byte[] PackWeights(DuckTransformer latent, HashSet<string> ternaryNames)
     {
-        var packet = new TensorPacketWriter();
+        var packet = new TensorPacketWriter(capacity: 1 << 20);
         using var noGrad = no_grad();
         foreach (var (name, p) in latent.named_parameters())
         {
@@ -37,13 +37,13 @@ public static class ModelExchange
                 // every nonzero |q| is gamma, and t = sign(q).
                 var q = BitQuant.TernaryWeights(p);
                 var t = q.sign().to(ScalarType.Int8).contiguous();
-                packet.WriteTernary(name, rows, columns, new[] { q.abs().max().item<float>() }, t.data<sbyte>().ToArray());
+                packet.WriteTernary(name, rows, columns, new[] { q.abs().max().item<float>() }, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(t.bytes));
             }
             else if (name == TensorNames.Embedding && EmbeddingByRows(latent.Config)) continue;
             else
             {
                 using var c = p.detach().contiguous();
-                packet.WriteFp32(name, rows, columns, c.data<float>().ToArray());
+                packet.WriteFp32(name, rows, columns, c.ToArrayFast<float>());
             }
         }
         return packet.ToArray();
@@ -68,12 +68,13 @@ public static class ModelExchange
     {
         var parameters = replica.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using var noGrad = no_grad();
-        TensorPacketReader.Read(weights, (name, rows, columns, ids, values) =>
+        TensorPacketReader.ReadEntries(weights, (in PacketEntry entry) =>
         {
-            if (!parameters.TryGetValue(name, out var p)) throw new InvalidDataException($"weights hold '{name}', which this model does not have");
-            if (p.numel() != values.Length) throw new InvalidDataException($"weights '{name}' hold {values.Length} values, the model expects {p.numel()}");
-            using var t = tensor(values, p.shape);
-            p.copy_(t);
+            if (!parameters.TryGetValue(entry.Name, out var p)) throw new InvalidDataException($"weights hold '{entry.Name}', which this model does not have");
+            if (entry.RowIds is not null || p.numel() != entry.Count)
+                throw new InvalidDataException($"weights '{entry.Name}' hold {entry.Count} values, the model expects {p.numel()}");
+            if (!p.is_contiguous()) throw new InvalidOperationException($"parameter '{entry.Name}' is not contiguous");
+            entry.Decode(0, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(p.bytes)); // straight into the parameter
         });
         if (rowIds.Length == 0) return;
         var embedding = parameters[TensorNames.Embedding];
@@ -89,15 +90,18 @@ public static class ModelExchange
     public static byte[] EncodeGradients(DuckTransformer replica, int[] rowIds, GradientCompression compression,
                                          Dictionary<string, float[]> residuals, ref SplitMix64 rng, float clipSigmas = TernaryCodec.DefaultClipSigmas)
     {
-        var packet = new TensorPacketWriter();
+        var packet = new TensorPacketWriter(capacity: 1 << 20);
         bool byRows = EmbeddingByRows(replica.Config);
         foreach (var (name, p) in replica.named_parameters())
         {
-            using var g = p.grad is null ? zeros_like(p) : p.grad.detach().contiguous();
-            var all = g.data<float>().ToArray();
+            using var scope = NewDisposeScope();
+            var g = p.grad is null ? zeros_like(p) : p.grad.detach();
             long rows = p.dim() >= 2 ? p.shape[0] : 1, columns = p.numel() / rows;
             int[]? ids = byRows && name == TensorNames.Embedding ? rowIds : null;
-            float[] values = ids is null ? all : Gather(all, ids, (int)columns);
+            // The embedding's gradient is zero outside the batch's rows: copy out only those.
+            if (ids is not null) g = g.index_select(0, tensor(ids.Select(i => (long)i).ToArray(), ScalarType.Int64));
+            using var c = g.contiguous();
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(c.bytes); // read in place, no copy
             residuals.TryGetValue(name, out var residual);
             if (residual is null && compression.IsTernary()) residuals[name] = residual = new float[p.numel()];
             WriteEncoded(packet, name, rows, columns, values, ids, compression, residual, ref rng, clipSigmas);
@@ -107,7 +111,7 @@ public static class ModelExchange
 
     /// <summary>Writes one tensor (or, with <paramref name="ids"/>, those rows of it) in <paramref name="compression"/>'s
     /// encoding. Ternary adds and updates <paramref name="residual"/> (dense, the whole tensor): error feedback.</summary>
-    public static void WriteEncoded(TensorPacketWriter packet, string name, long rows, long columns, float[] values, int[]? ids,
+    public static void WriteEncoded(TensorPacketWriter packet, string name, long rows, long columns, ReadOnlySpan<float> values, int[]? ids,
                                     GradientCompression compression, float[]? residual, ref SplitMix64 rng,
                                     float clipSigmas = TernaryCodec.DefaultClipSigmas)
     {
@@ -119,47 +123,47 @@ public static class ModelExchange
                 residual ??= new float[rows * columns];
                 long sentRows = ids?.Length ?? rows;
                 var scales = new float[sentRows];
-                var ternary = new sbyte[values.Length];
+                var packed = new byte[TernaryCodec.PackedBytes(values.Length)];
+                var codes = new sbyte[columns];
                 for (int r = 0; r < sentRows; r++)
                 {
                     long at = (ids is null ? r : ids[r]) * columns;
                     var slot = residual.AsSpan((int)at, (int)columns);
-                    var row = values.AsSpan((int)(r * columns), (int)columns);
-                    var codes = ternary.AsSpan((int)(r * columns), (int)columns);
-                    scales[r] = compression == GradientCompression.TernaryThreshold
+                    var row = values.Slice((int)(r * columns), (int)columns);
+                    scales[r] = compression == GradientCompression.Ternary
                         ? TernaryCodec.QuantizeRowThreshold(row, slot, codes)
                         : TernaryCodec.QuantizeRow(row, slot, codes, ref rng, clipSigmas);
+                    TernaryCodec.PackAt(codes, packed, r * columns);
                 }
-                packet.WriteTernary(name, rows, columns, scales, ternary, ids);
+                packet.WritePackedTernary(name, rows, columns, scales, packed, ids);
                 break;
         }
     }
 
-    static float[] Gather(float[] all, int[] ids, int columns)
-    {
-        var result = new float[ids.Length * columns];
-        for (int r = 0; r < ids.Length; r++)
-            for (int c = 0; c < columns; c++) result[r * columns + c] = all[(long)ids[r] * columns + c];
-        return result;
-    }
-
     /// <summary>Adds a gradient packet's values into dense per-tensor sums.</summary>
-    public static void Accumulate(byte[] packet, Dictionary<string, float[]> sums)
+    public static void Accumulate(byte[] packet, Dictionary<string, float[]> sums) =>
+        Accumulate(packet, name => sums.TryGetValue(name, out var sum) ? sum : throw new InvalidDataException($"gradient holds '{name}', which this model does not have"));
+
+    /// <summary>Where the values of the tensor named so are summed (throws for a name the model does not have).</summary>
+    public delegate Span<float> SumTarget(string name);
+
+    /// <summary>Adds a gradient packet's values into the dense per-tensor sums that <paramref name="target"/> gives.</summary>
+    public static void Accumulate(byte[] packet, SumTarget target)
     {
-        TensorPacketReader.Read(packet, (name, rows, columns, ids, values) =>
+        TensorPacketReader.ReadEntries(packet, (in PacketEntry entry) =>
         {
-            if (!sums.TryGetValue(name, out var sum)) throw new InvalidDataException($"gradient holds '{name}', which this model does not have");
-            if (ids is null)
+            var sum = target(entry.Name);
+            if (entry.RowIds is not { } ids)
             {
-                if (values.Length != sum.Length) throw new InvalidDataException($"gradient '{name}' holds {values.Length} values, expected {sum.Length}");
-                for (int i = 0; i < sum.Length; i++) sum[i] += values[i];
+                if (entry.Count != sum.Length) throw new InvalidDataException($"gradient '{entry.Name}' holds {entry.Count} values, expected {sum.Length}");
+                entry.Decode(0, sum, add: true); // decoded straight into the sum: no temporary per tensor
                 return;
             }
+            long columns = entry.Columns;
             for (int r = 0; r < ids.Length; r++)
             {
-                if ((long)ids[r] * columns + columns > sum.Length) throw new InvalidDataException($"gradient '{name}' row {ids[r]} is out of range");
-                long at = ids[r] * columns;
-                for (long c = 0; c < columns; c++) sum[at + c] += values[r * columns + c];
+                if ((long)ids[r] * columns + columns > sum.Length || ids[r] < 0) throw new InvalidDataException($"gradient '{entry.Name}' row {ids[r]} is out of range");
+                entry.Decode(r * columns, sum.Slice((int)(ids[r] * columns), (int)columns), add: true);
             }
         });
     }

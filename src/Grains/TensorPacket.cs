@@ -20,12 +20,13 @@ public sealed class TensorPacketWriter
 {
     public const uint Magic = 0x544B5044; // "DPKT"
     public const byte Version = 1;
-    readonly MemoryStream stream = new();
+    readonly MemoryStream stream;
     readonly BinaryWriter writer;
     int count;
 
-    public TensorPacketWriter()
+    public TensorPacketWriter(int capacity = 0)
     {
+        stream = new MemoryStream(capacity);
         writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
         writer.Write(Magic);
         writer.Write(Version);
@@ -70,6 +71,17 @@ public sealed class TensorPacketWriter
         writer.Write(packed);
     }
 
+    /// <summary>As <see cref="WriteTernary"/>, with the codes already packed (<see cref="TernaryCodec.Pack"/>'s layout).</summary>
+    public void WritePackedTernary(string name, long rows, long columns, ReadOnlySpan<float> scales, ReadOnlySpan<byte> packed, int[]? rowIds = null)
+    {
+        long values = (rowIds?.Length ?? rows) * columns;
+        if (packed.Length != TernaryCodec.PackedBytes(values)) throw new ArgumentException($"tensor '{name}': {packed.Length} packed bytes for {values} values");
+        Header(name, EntryKind.Ternary, rows, columns, rowIds);
+        writer.Write(scales.Length);
+        writer.Write(MemoryMarshal.AsBytes(scales));
+        writer.Write(packed);
+    }
+
     public byte[] ToArray()
     {
         writer.Flush();
@@ -79,11 +91,58 @@ public sealed class TensorPacketWriter
     }
 }
 
-/// <summary>Reads a packet into dense fp32 tensors.</summary>
+/// <summary>One tensor of a packet as it lies in the packet: for ternary, its scales and packed codes; otherwise its raw
+/// fp32 or fp16 bytes.</summary>
+public readonly ref struct PacketEntry
+{
+    public string Name { get; init; }
+    public EntryKind Kind { get; init; }
+    public long Rows { get; init; }
+    public long Columns { get; init; }
+    /// <summary>The rows sent, or null for the whole tensor.</summary>
+    public int[]? RowIds { get; init; }
+    public ReadOnlySpan<float> Scales { get; init; }
+    public ReadOnlySpan<byte> Payload { get; init; }
+    /// <summary>Values sent: (RowIds.Length or Rows) x Columns.</summary>
+    public long Count => (RowIds?.Length ?? Rows) * Columns;
+
+    /// <summary>Decodes values [first, first + output.Length) of the entry; with <paramref name="add"/>, adds them to output.</summary>
+    public void Decode(long first, Span<float> output, bool add = false)
+    {
+        switch (Kind)
+        {
+            case EntryKind.Fp32:
+                var f = MemoryMarshal.Cast<byte, float>(Payload).Slice((int)first, output.Length);
+                if (!add) f.CopyTo(output);
+                else for (int i = 0; i < output.Length; i++) output[i] += f[i];
+                break;
+            case EntryKind.Fp16:
+                var h = MemoryMarshal.Cast<byte, Half>(Payload).Slice((int)first, output.Length);
+                for (int i = 0; i < output.Length; i++) output[i] = (add ? output[i] : 0) + (float)h[i];
+                break;
+            default:
+                long perScale = Count / Scales.Length;
+                int done = 0;
+                while (done < output.Length)
+                {
+                    long at = first + done;
+                    int s = (int)(at / perScale);
+                    int n = (int)Math.Min(output.Length - done, (s + 1) * perScale - at);
+                    TernaryCodec.Unpack(Payload, at, Scales[s], output.Slice(done, n), add);
+                    done += n;
+                }
+                break;
+        }
+    }
+}
+
+/// <summary>Reads a packet.</summary>
 public static class TensorPacketReader
 {
-    /// <summary>Calls <paramref name="visit"/>(name, rows, columns, rowIds or null, decoded values of the sent rows) per entry.</summary>
-    public static void Read(byte[] packet, Action<string, long, long, int[]?, float[]> visit)
+    public delegate void EntryVisitor(in PacketEntry entry);
+
+    /// <summary>Calls <paramref name="visit"/> once per entry with the entry as it lies in the packet (no decoding).</summary>
+    public static void ReadEntries(byte[] packet, EntryVisitor visit)
     {
         using var reader = new BinaryReader(new MemoryStream(packet, writable: false), Encoding.UTF8);
         if (packet.Length < 9 || reader.ReadUInt32() != TensorPacketWriter.Magic)
@@ -98,34 +157,46 @@ public static class TensorPacketReader
             var kind = (EntryKind)reader.ReadByte();
             long rows = reader.ReadInt64(), columns = reader.ReadInt64();
             int idCount = reader.ReadInt32();
-            int[]? ids = idCount < 0 ? null : MemoryMarshal.Cast<byte, int>(reader.ReadBytes(idCount * 4)).ToArray();
+            int[]? ids = idCount < 0 ? null : MemoryMarshal.Cast<byte, int>(Take(reader, packet, idCount * 4L)).ToArray();
             long sentRows = ids?.Length ?? rows;
-            var values = new float[checked(sentRows * columns)];
+            long values = checked(sentRows * columns);
+            ReadOnlySpan<float> scales = default;
+            ReadOnlySpan<byte> payload;
             switch (kind)
             {
-                case EntryKind.Fp32:
-                    MemoryMarshal.Cast<byte, float>(reader.ReadBytes(values.Length * 4)).CopyTo(values);
-                    break;
-                case EntryKind.Fp16:
-                    var half = MemoryMarshal.Cast<byte, Half>(reader.ReadBytes(values.Length * 2));
-                    for (int i = 0; i < values.Length; i++) values[i] = (float)half[i];
-                    break;
+                case EntryKind.Fp32: payload = Take(reader, packet, values * 4); break;
+                case EntryKind.Fp16: payload = Take(reader, packet, values * 2); break;
                 case EntryKind.Ternary:
                     int scaleCount = reader.ReadInt32();
                     if (scaleCount < 1 || sentRows % scaleCount != 0)
                         throw new InvalidDataException($"tensor '{name}': {scaleCount} scales for {sentRows} rows");
-                    var scales = MemoryMarshal.Cast<byte, float>(reader.ReadBytes(scaleCount * 4)).ToArray();
-                    var packed = reader.ReadBytes(TernaryCodec.PackedBytes(values.Length));
-                    long perScale = sentRows / scaleCount * columns;
-                    for (int s = 0; s < scaleCount; s++)
-                        TernaryCodec.Unpack(packed, s * perScale, scales[s], values.AsSpan((int)(s * perScale), (int)perScale));
+                    scales = MemoryMarshal.Cast<byte, float>(Take(reader, packet, scaleCount * 4L));
+                    payload = Take(reader, packet, TernaryCodec.PackedBytes(values));
                     break;
                 default:
                     throw new InvalidDataException($"tensor '{name}': unknown entry kind {(byte)kind}");
             }
-            visit(name, rows, columns, ids, values);
+            visit(new PacketEntry { Name = name, Kind = kind, Rows = rows, Columns = columns, RowIds = ids, Scales = scales, Payload = payload });
         }
     }
+
+    /// <summary>The next <paramref name="bytes"/> of the packet, in place; throws when the packet is shorter.</summary>
+    static ReadOnlySpan<byte> Take(BinaryReader reader, byte[] packet, long bytes)
+    {
+        long at = reader.BaseStream.Position;
+        if (bytes < 0 || at + bytes > packet.Length) throw new InvalidDataException($"tensor packet truncated: {bytes} bytes wanted at {at} of {packet.Length}");
+        reader.BaseStream.Position = at + bytes;
+        return packet.AsSpan((int)at, (int)bytes);
+    }
+
+    /// <summary>Calls <paramref name="visit"/>(name, rows, columns, rowIds or null, decoded values of the sent rows) per entry.</summary>
+    public static void Read(byte[] packet, Action<string, long, long, int[]?, float[]> visit) =>
+        ReadEntries(packet, (in PacketEntry entry) =>
+        {
+            var values = new float[entry.Count];
+            entry.Decode(0, values);
+            visit(entry.Name, entry.Rows, entry.Columns, entry.RowIds, values);
+        });
 }
 
 /// <summary>Splits payloads into message-sized chunks and joins them back.</summary>

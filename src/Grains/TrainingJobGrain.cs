@@ -26,7 +26,7 @@ public sealed class TrainingJobGrain(
     IClusterMembershipService membership, IClusterManifestProvider manifest,
     ILogger<TrainingJobGrain> logger) : Grain, ITrainingJobGrain
 {
-    static readonly TimeSpan TickPeriod = TimeSpan.FromMilliseconds(200);
+    static readonly TimeSpan TickPeriod = TimeSpan.FromMilliseconds(100);
     /// <summary>How long the parameter server may stay unreachable before the job fails.</summary>
     static readonly TimeSpan ServerLossLimit = TimeSpan.FromMinutes(3);
 

@@ -19,6 +19,33 @@ public class CodecTests
         Assert.Equal(values.Select(v => v * 0.5f), output);
     }
 
+    [Theory]
+    [InlineData(0, 1000)]
+    [InlineData(3, 997)]
+    [InlineData(6, 5)]
+    public void Unpack_AnyStartAndLength_GivesTheCodesTimesTheScale(int first, int length)
+    {
+        var rng = new Random(first + length);
+        var values = Enumerable.Range(0, 1003).Select(_ => (sbyte)(rng.Next(3) - 1)).ToArray();
+        var packed = new byte[TernaryCodec.PackedBytes(values.Length)];
+        TernaryCodec.Pack(values, packed);
+        var output = new float[length];
+
+        TernaryCodec.Unpack(packed, first, -1.5f, output);
+
+        Assert.Equal(values.Skip(first).Take(length).Select(v => v * -1.5f), output);
+    }
+
+    [Fact]
+    public void PackUnpack_BadCodes_Throw()
+    {
+        Assert.Throws<ArgumentException>(() => TernaryCodec.Pack(new sbyte[] { 0, 1, 2, -1 }, new byte[1]));
+        var packed = new byte[] { 0b_0000_0000, 0b_0011_0000 }; // code 3 at value 6
+        Assert.Throws<InvalidDataException>(() => TernaryCodec.Unpack(packed, 0, 1f, new float[8]));
+        Assert.Throws<InvalidDataException>(() => TernaryCodec.Unpack(packed, 5, 1f, new float[2]));
+        TernaryCodec.Unpack(packed, 0, 1f, new float[6]); // the values before it decode
+    }
+
     [Fact]
     public void QuantizeRow_ManyDraws_AverageEqualsInput()
     {
@@ -96,8 +123,8 @@ public class CodecTests
     public void Parse_CompressOptions_MapToEncodings()
     {
         Assert.Equal(GradientCompression.Ternary, GradientCompressionExtensions.Parse("ternary"));
-        Assert.Equal(GradientCompression.TernaryThreshold, GradientCompressionExtensions.Parse("ternary-threshold"));
-        Assert.True(GradientCompression.TernaryThreshold.IsTernary());
+        Assert.Equal(GradientCompression.TernGrad, GradientCompressionExtensions.Parse("terngrad"));
+        Assert.True(GradientCompression.TernGrad.IsTernary());
         Assert.False(GradientCompression.Fp16.IsTernary());
         Assert.Throws<ArgumentException>(() => GradientCompressionExtensions.Parse("int4"));
     }
