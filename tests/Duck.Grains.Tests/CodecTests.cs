@@ -37,6 +37,43 @@ public class CodecTests
     }
 
     [Fact]
+    public void PackAt_RowsOfOddLengthPackedInOrder_EqualPackingTheWhole()
+    {
+        var rng = new Random(9);
+        var values = Enumerable.Range(0, 7 * 5).Select(_ => (sbyte)(rng.Next(3) - 1)).ToArray();
+        var whole = new byte[TernaryCodec.PackedBytes(values.Length)];
+        TernaryCodec.Pack(values, whole);
+        var rows = new byte[whole.Length];
+
+        for (int r = 0; r < 5; r++) TernaryCodec.PackAt(values.AsSpan(r * 7, 7), rows, r * 7);
+
+        Assert.Equal(whole, rows);
+    }
+
+    [Fact]
+    public void Unpack_Add_AddsTheDecodedValues()
+    {
+        var values = new sbyte[] { 1, -1, 0, 1, 1, 0, -1 };
+        var packed = new byte[TernaryCodec.PackedBytes(values.Length)];
+        TernaryCodec.Pack(values, packed);
+        var output = new float[] { 1, 1, 1, 1, 1, 1, 1 };
+
+        TernaryCodec.Unpack(packed, 0, 2f, output, add: true);
+
+        Assert.Equal(new float[] { 3, -1, 1, 3, 3, 1, -1 }, output);
+    }
+
+    [Fact]
+    public void Read_TruncatedPacket_ThrowsInvalidData()
+    {
+        var writer = new TensorPacketWriter();
+        writer.WriteTernary("w", 4, 8, new float[] { 1, 1, 1, 1 }, new sbyte[32]);
+        var packet = writer.ToArray();
+
+        Assert.Throws<InvalidDataException>(() => TensorPacketReader.Read(packet[..^3], (_, _, _, _, _) => { }));
+    }
+
+    [Fact]
     public void PackUnpack_BadCodes_Throw()
     {
         Assert.Throws<ArgumentException>(() => TernaryCodec.Pack(new sbyte[] { 0, 1, 2, -1 }, new byte[1]));
