@@ -1,4 +1,5 @@
-// TernGrad-style stochastic ternarization and deterministic thresholded ternarization, both with error feedback, and 2-bit packing of ternary values (4 per byte).
+// Ternary gradient codes: deterministic thresholded ternarization (the default) and TernGrad-style stochastic
+// ternarization, both with error feedback, and 2-bit packing of ternary values (4 per byte).
 // Pure C# on float spans: the scalar meaning is the documentation and the test oracle. Not the packet layout:
 // see TensorPacket for how encoded tensors are framed.
 using Duck.Core.Data;
@@ -162,8 +163,8 @@ public static class TernaryCodec
     {
         int n = gradient.Length, width = System.Numerics.Vector<float>.Count, i = 0;
         residual = residual[..n];
-        // Branch-free and vectorized where it can be: the keep/drop decisions are data-dependent coin flips, and
-        // mispredicted branches on them made the encode of `mini`'s 16 M gradients take half a second.
+        // Vectorized and branch-free where it can be: the keep/drop decisions are data-dependent coin flips that a
+        // branch would mispredict about half the time.
         var sumAbs = System.Numerics.Vector<float>.Zero;
         for (; i <= n - width; i += width)
         {
