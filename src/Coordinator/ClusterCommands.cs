@@ -48,7 +48,7 @@ public static class ClusterCommands
         var models = new Option<string>("--models") { Description = "Chat models location (duck cluster deploy puts models there)", DefaultValueFactory = _ => ClusterChatCommands.DefaultModels };
         var torchThreads = new Option<int>("--torch-threads")
         {
-            Description = "libtorch and inference threads per silo (0: all cores; silos sharing a machine then share its cores, which measured faster than splitting them: docs/benchmarks.md)",
+            Description = "libtorch threads per silo (0: all cores; silos sharing a machine then share its cores, which measured faster than splitting them: docs/benchmarks.md); the chat engine gets cores / silos",
             DefaultValueFactory = _ => 0,
         };
         var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json, models, torchThreads };

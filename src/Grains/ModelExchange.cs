@@ -142,7 +142,10 @@ public static class ModelExchange
 
     /// <summary>Adds a gradient packet's values into dense per-tensor sums.</summary>
     public static void Accumulate(byte[] packet, Dictionary<string, float[]> sums) =>
-        Accumulate(packet, name => sums.TryGetValue(name, out var sum) ? sum : throw new InvalidDataException($"gradient holds '{name}', which this model does not have"));
+        Accumulate(packet, name => sums.TryGetValue(name, out var sum) ? sum : throw UnknownTensor(name));
+
+    /// <summary>The error for a gradient tensor the model does not have.</summary>
+    public static InvalidDataException UnknownTensor(string name) => new($"gradient holds '{name}', which this model does not have");
 
     /// <summary>Where the values of the tensor named so are summed (throws for a name the model does not have).</summary>
     public delegate Span<float> SumTarget(string name);

@@ -267,7 +267,8 @@ public sealed class ParameterServerGrain(
         readonly HashSet<string> ternaryNames;
         readonly IValidationSource validation;
         readonly Duck.Core.Data.TokenShard shard0;
-        readonly Dictionary<string, float[]> sums;
+        /// <summary>The low-communication mode's summed deltas (synchronous steps sum into the gradient tensors).</summary>
+        Dictionary<string, float[]>? sums;
 
         public byte[] Weights { get; private set; } = [];
         public float[] Embedding { get; private set; } = [];
@@ -281,7 +282,6 @@ public sealed class ParameterServerGrain(
             optimizer = new AdamW(model.named_parameters(), options.Beta1, options.Beta2);
             (this.options, this.spec, this.validation, this.shard0) = (options, spec, validation, shard0);
             ternaryNames = ModelExchange.TernaryNames(model);
-            sums = model.named_parameters().ToDictionary(p => p.name, p => new float[p.parameter.numel()]);
         }
 
         /// <summary>A server on <paramref name="latest"/>'s weights and optimizer, or, when <paramref name="weightsOnly"/>
@@ -325,6 +325,7 @@ public sealed class ParameterServerGrain(
         public (byte[] Weights, float[] Embedding, Snapshot? Snapshot, double? ValLoss) ApplyOuter(
             IReadOnlyList<byte[]> packets, int from, int to, bool checkpoint, bool last)
         {
+            sums ??= model.named_parameters().ToDictionary(p => p.name, p => new float[p.parameter.numel()]);
             foreach (var sum in sums.Values) Array.Clear(sum);
             foreach (var packet in packets) ModelExchange.Accumulate(packet, sums);
             ulong seed = Duck.Core.Data.SplitMix64.Mix((ulong)spec.Seed ^ ((ulong)from << 20) ^ 0xD0D0UL);
@@ -369,8 +370,7 @@ public sealed class ParameterServerGrain(
                 }
                 foreach (var packet in packets)
                     ModelExchange.Accumulate(packet, name => grads.TryGetValue(name, out var g)
-                        ? System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(g.bytes)
-                        : throw new InvalidDataException($"gradient holds '{name}', which this model does not have"));
+                        ? System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(g.bytes) : throw ModelExchange.UnknownTensor(name));
                 phase = DuckMetrics.RecordPhase(job, "decode", phase);
                 if (scale != 1) foreach (var g in grads.Values) g.mul_(scale);
                 if (options.GradClip > 0) nn.utils.clip_grad_norm_(model.parameters(), options.GradClip);

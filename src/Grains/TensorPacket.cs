@@ -63,12 +63,9 @@ public sealed class TensorPacketWriter
     /// <summary>Ternary values with one scale per sent row (scales.Length rows of <paramref name="columns"/>).</summary>
     public void WriteTernary(string name, long rows, long columns, ReadOnlySpan<float> scales, ReadOnlySpan<sbyte> ternary, int[]? rowIds = null)
     {
-        Header(name, EntryKind.Ternary, rows, columns, rowIds);
-        writer.Write(scales.Length);
-        writer.Write(MemoryMarshal.AsBytes(scales));
         var packed = new byte[TernaryCodec.PackedBytes(ternary.Length)];
         TernaryCodec.Pack(ternary, packed);
-        writer.Write(packed);
+        WritePackedTernary(name, rows, columns, scales, packed, rowIds);
     }
 
     /// <summary>As <see cref="WriteTernary"/>, with the codes already packed (<see cref="TernaryCodec.Pack"/>'s layout).</summary>
