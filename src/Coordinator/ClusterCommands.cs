@@ -1,4 +1,4 @@
-// `duck cluster up|train|status|cancel|resume`: a local cluster of silo processes, and jobs on a cluster reached
+// `duck cluster up|train|status|pause|cancel|resume`: a local cluster of silo processes, and jobs on a cluster reached
 // through one gateway. Training progress comes from polling the job grain (which also re-arms it after a silo
 // failure); --json prints one line per step and a final summary. Not the grains: see src/Grains.
 using System.CommandLine;
@@ -20,7 +20,8 @@ public static class ClusterCommands
         cluster.Subcommands.Add(FinetuneCommand());
         cluster.Subcommands.Add(StatusCommand());
         cluster.Subcommands.Add(JobCommand("cancel", "Stop a job after checkpointing it", (job, _) => job.CancelAsync()));
-        cluster.Subcommands.Add(JobCommand("resume", "Continue a cancelled or failed job from its newest checkpoint", (job, _) => job.ResumeAsync()));
+        cluster.Subcommands.Add(JobCommand("pause", "Stop ordering steps (the step in flight commits); resume continues from there", (job, _) => job.PauseAsync()));
+        cluster.Subcommands.Add(JobCommand("resume", "Continue a paused job, or a cancelled or failed one from its newest checkpoint", (job, _) => job.ResumeAsync()));
         cluster.Subcommands.Add(ClusterChatCommands.Deploy());
         root.Subcommands.Add(cluster);
     }

@@ -13,7 +13,7 @@ static class ClusterJobFollower
 
     /// <summary>Submits <paramref name="spec"/> as job <paramref name="grain"/>. Submitting the spec of an existing job picks
     /// it up: a running one is followed where it is (after a cluster restart it continues from its newest checkpoint),
-    /// a cancelled or failed one is resumed from its newest checkpoint.</summary>
+    /// a paused one is resumed where it stopped, a cancelled or failed one from its newest checkpoint.</summary>
     public static async Task<JobStatus> SubmitOrResumeAsync(ITrainingJobGrain grain, JobSpec spec, bool json)
     {
         JobStatus status;
@@ -21,7 +21,8 @@ static class ClusterJobFollower
         catch (ArgumentException e) { throw new UserErrorException(e.Message); }
         if (status.State is JobState.Cancelled or JobState.Paused || (status.State == JobState.Failed && status.CheckpointStep >= 0))
         {
-            if (!json) Console.WriteLine($"job {status.JobId} was {status.State.ToString().ToLowerInvariant()} at step {status.Step}; resuming from its newest checkpoint");
+            if (!json) Console.WriteLine($"job {status.JobId} was {status.State.ToString().ToLowerInvariant()} at step {status.Step}; " +
+                                         (status.State == JobState.Paused ? "resuming it there" : "resuming from its newest checkpoint"));
             status = await grain.ResumeAsync();
         }
         return status;

@@ -25,7 +25,12 @@ public interface ITrainingJobGrain : IGrainWithStringKey
     [ResponseTimeout("00:00:25")]
     Task<JobStatus> CancelAsync();
 
-    /// <summary>Continues a cancelled, paused or failed job from its newest checkpoint.</summary>
+    /// <summary>Stops ordering steps; the step in flight still commits. <see cref="ResumeAsync"/> continues from there
+    /// without reloading (from the newest checkpoint when the parameter server was collected or lost meanwhile).</summary>
+    [ResponseTimeout("00:00:10")]
+    Task<JobStatus> PauseAsync();
+
+    /// <summary>Continues a paused job where it stopped, or a cancelled or failed one from its newest checkpoint.</summary>
     [ResponseTimeout("00:00:25")]
     Task<JobStatus> ResumeAsync();
 }

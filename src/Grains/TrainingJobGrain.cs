@@ -103,15 +103,29 @@ public sealed class TrainingJobGrain(
         return Status();
     }
 
+    public async Task<JobStatus> PauseAsync()
+    {
+        if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
+        if (S.State != JobState.Running) return Status();
+        StopDriver();
+        saved.State = S with { State = JobState.Paused, Reason = $"paused after step {S.Step}" };
+        await SaveAsync();
+        return Status();
+    }
+
     public async Task<JobStatus> ResumeAsync()
     {
         if (S.Spec is not { } spec) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State is JobState.Running or JobState.Completed) return Status();
-        var ps = await Server.StartAsync(spec, reloadCheckpoint: true);
+        // A paused job goes on from the server's current version: a commit that landed during the pause is picked up
+        // by the next tick. A server that was collected meanwhile comes back from its newest checkpoint by itself.
+        bool paused = S.State == JobState.Paused;
+        var ps = await Server.StartAsync(spec, reloadCheckpoint: !paused);
+        int step = paused ? Math.Min(S.Step, ps.Version) : ps.Version;
         saved.State = S with
         {
-            State = JobState.Running, Step = ps.Version, Reason = $"resumed from checkpoint step {ps.Version}",
-            History = S.History.Where(m => m.Step <= ps.Version).ToList(), CheckpointStep = ps.CheckpointStep,
+            State = JobState.Running, Step = step, Reason = paused ? $"resumed at step {step}" : $"resumed from checkpoint step {ps.Version}",
+            History = S.History.Where(m => m.Step <= step).ToList(), CheckpointStep = ps.CheckpointStep,
         };
         await SaveAsync();
         serverActivation = ps.ActivationId;

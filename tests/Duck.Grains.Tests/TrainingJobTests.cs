@@ -183,9 +183,10 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
     }
 
     [Fact]
-    public async Task GetStatus_UnknownJob_Throws()
+    public async Task GetStatusOrPause_UnknownJob_Throws()
     {
         await Assert.ThrowsAsync<KeyNotFoundException>(() => Client.GetGrain<ITrainingJobGrain>("nobody").GetStatusAsync());
+        await Assert.ThrowsAsync<KeyNotFoundException>(() => Client.GetGrain<ITrainingJobGrain>("nobody").PauseAsync());
     }
 
     [Fact]
