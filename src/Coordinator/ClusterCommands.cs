@@ -3,6 +3,7 @@
 // failure); --json prints one line per step and a final summary. Not the grains: see src/Grains.
 using System.CommandLine;
 using System.Diagnostics;
+using Duck.Core.Runtime;
 using Duck.Grains;
 using Orleans.Runtime;
 
@@ -47,21 +48,31 @@ public static class ClusterCommands
         var state = new Option<string>("--state") { Description = "Grain state folder", DefaultValueFactory = _ => Path.Combine("runs", "cluster", "state") };
         var json = new Option<bool>("--json") { Description = "One JSON line per ready silo" };
         var models = new Option<string>("--models") { Description = "Chat models location (duck cluster deploy puts models there)", DefaultValueFactory = _ => ClusterChatCommands.DefaultModels };
+        var cores = new Option<string>("--cores")
+        {
+            Description = "shared: every silo's libtorch may use every core; split: each silo is pinned to its own equal share of the cores, as on separate machines (when there are at least as many cores as silos)",
+            DefaultValueFactory = _ => "shared",
+        };
+        cores.AcceptOnlyFromAmong("split", "shared");
         var torchThreads = new Option<int>("--torch-threads")
         {
-            Description = "libtorch threads per silo (0: all cores; silos sharing a machine then share its cores, which measured faster than splitting them: docs/benchmarks.md); the chat engine gets cores / silos",
+            Description = "libtorch threads per silo (0: the silo's cores: its share with --cores split, all with shared); the chat engine gets cores / silos",
             DefaultValueFactory = _ => 0,
         };
-        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json, models, torchThreads };
+        var cmd = new Command("up", "Start a local cluster of silo processes on loopback and keep it running until Ctrl+C") { silos, siloPort, gatewayPort, httpPort, state, json, models, cores, torchThreads };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
             int n = pr.GetValue(silos);
             if (n is < 1 or > 32) throw new UserErrorException($"--silos must be in 1..32, got {n}");
             string dll = ClusterConnection.FindSiloDll();
-            // Training (libtorch) uses every core in each silo: two 1-thread workers on 2 cores ran a `mini` step in 6.7 s,
-            // two 2-thread workers in 4.8 s. The chat engine's spinning worker pool keeps its share of the cores.
-            int threads = pr.GetValue(torchThreads) is > 0 and var t ? t : Environment.ProcessorCount;
-            int chatThreads = Math.Max(1, Environment.ProcessorCount / n);
+            // Shared (default): every silo's libtorch uses every core, with OpenMP threads that sleep when they wait. Split:
+            // silo k is pinned to its own share of the cores. On 2 cores and `mini` both gave the same median step; split
+            // had the larger outliers in one run of two (docs/benchmarks.md, "Evening of 2026-11-26").
+            int machineCores = Environment.ProcessorCount;
+            bool split = pr.GetValue(cores) == "split" && n > 1 && n <= machineCores && CpuAffinity.Supported;
+            int[] CoresOf(int silo) => split ? CpuAffinity.Share(silo, n, machineCores) : [];
+            int threads = pr.GetValue(torchThreads) is > 0 and var t ? t : split ? machineCores / n : machineCores;
+            int chatThreads = Math.Max(1, machineCores / n);
             var processes = new List<Process>();
             try
             {
@@ -70,7 +81,7 @@ public static class ClusterCommands
                     var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
                     // Silos that share the machine's cores: libtorch's OpenMP threads sleep when they wait instead of
                     // spinning on cores another silo's workers need (steady `mini` steps 3.5 s instead of 3.5-7.7 s).
-                    if (n > 1 && Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null) start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+                    if (n > 1 && !split && Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null) start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
                     start.ArgumentList.Add(dll);
                     foreach (var (key, value) in new[] { ("SiloPort", pr.GetValue(siloPort) + i), ("GatewayPort", pr.GetValue(gatewayPort) + i),
                                  ("HttpPort", pr.GetValue(httpPort) + i), ("PrimarySiloPort", pr.GetValue(siloPort)), ("TorchThreads", threads) })
@@ -79,16 +90,17 @@ public static class ClusterCommands
                     string modelsLocation = pr.GetValue(models)!;
                     start.ArgumentList.Add($"--Duck:Chat:Models={(modelsLocation.StartsWith("azure:", StringComparison.OrdinalIgnoreCase) ? modelsLocation : Path.GetFullPath(modelsLocation))}");
                     start.ArgumentList.Add($"--Duck:Chat:Threads={chatThreads}");
-                    var process = Process.Start(start) ?? throw new InvalidOperationException("could not start dotnet");
+                    var process = CpuAffinity.StartOn(start, CoresOf(i));
                     process.OutputDataReceived += (_, _) => { };
                     process.ErrorDataReceived += (_, e) => { if (e.Data is not null && pr.GetValue(json) == false) Console.Error.WriteLine($"silo {process.Id}: {e.Data}"); };
                     process.BeginOutputReadLine();
                     process.BeginErrorReadLine();
                     processes.Add(process);
                     await WaitReadyAsync(process, pr.GetValue(httpPort) + i, ct);
-                    var line = new { silo = i, pid = process.Id, gateway = $"127.0.0.1:{pr.GetValue(gatewayPort) + i}", http = $"http://127.0.0.1:{pr.GetValue(httpPort) + i}", torch_threads = threads };
+                    var line = new { silo = i, pid = process.Id, gateway = $"127.0.0.1:{pr.GetValue(gatewayPort) + i}", http = $"http://127.0.0.1:{pr.GetValue(httpPort) + i}",
+                                     torch_threads = threads, cores = split ? CoresOf(i) : null };
                     if (pr.GetValue(json)) Cli.WriteJson(line);
-                    else Console.WriteLine($"silo {i} ready (pid {line.pid}): gateway {line.gateway}, http {line.http}");
+                    else Console.WriteLine($"silo {i} ready (pid {line.pid}): gateway {line.gateway}, http {line.http}{(split ? $", cores {string.Join(",", CoresOf(i))}" : "")}");
                 }
                 if (!pr.GetValue(json)) Console.WriteLine("cluster up; Ctrl+C stops it");
                 // A silo that dies (or is killed) is reported; the others keep serving, as a real cluster would.

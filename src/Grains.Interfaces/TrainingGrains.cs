@@ -25,6 +25,11 @@ public interface ITrainingJobGrain : IGrainWithStringKey
     [ResponseTimeout("00:00:25")]
     Task<JobStatus> CancelAsync();
 
+    /// <summary>The parameter server's word that it committed <paramref name="version"/>: the job orders the next step now
+    /// instead of at its next timer tick (which stays, for a server that cannot tell it).</summary>
+    [OneWay]
+    Task CommittedAsync(int version);
+
     /// <summary>Stops ordering steps; the step in flight still commits. <see cref="ResumeAsync"/> continues from there
     /// without reloading (from the newest checkpoint when the parameter server was collected or lost meanwhile).</summary>
     [ResponseTimeout("00:00:10")]

@@ -222,6 +222,7 @@ public sealed class ParameterServerGrain(
                 DuckMetrics.ValidationLoss.Record(v, new KeyValuePair<string, object?>("job", this.GetPrimaryKeyString()));
             }
             committing = false;
+            GrainFactory.GetGrain<ITrainingJobGrain>(this.GetPrimaryKeyString()).CommittedAsync(version).Ignore();
             if (result.Snapshot is { } snapshot) await WriteCheckpointAsync(snapshot);
         }
         catch (Exception e)

@@ -103,6 +103,9 @@ public sealed class TrainingJobGrain(
         return Status();
     }
 
+    public Task CommittedAsync(int version) =>
+        S.State == JobState.Running && timer is not null && version > dispatchedStep ? TickAsync(CancellationToken.None) : Task.CompletedTask;
+
     public async Task<JobStatus> PauseAsync()
     {
         if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");

@@ -176,8 +176,9 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         long phase = System.Diagnostics.Stopwatch.GetTimestamp();
         var manifest = await ps.GetWeightsManifestAsync(order.Step, full: false);
         if (manifest is null) return; // the server moved on or went back; the job sends a new order
-        if (await FetchAsync(ps, manifest, full: false) is not { } weights) return;
-        if (await FetchRowsAsync(ps, order.Step, rows) is not { } rowBytes) return;
+        var (fetchingWeights, fetchingRows) = (FetchAsync(ps, manifest, full: false), FetchRowsAsync(ps, order.Step, rows));
+        var (weights, rowBytes) = (await fetchingWeights, await fetchingRows);
+        if (weights is null || rowBytes is null) return;
         long bytesDown = weights.Length + rowBytes.Length + rows.Length * 4L;
         phase = DuckMetrics.RecordPhase(order.JobId, "fetch", phase);
 
@@ -236,13 +237,8 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     /// <summary>The fp32 embedding rows of version <paramref name="version"/>, fetched in bounded calls; null when stale.</summary>
     async Task<byte[]?> FetchRowsAsync(IParameterServerGrain ps, int version, int[] rows)
     {
-        var parts = new List<byte[]>();
-        foreach (var group in rows.Chunk(Payloads.MaxRowsPerCall))
-        {
-            if (await ps.GetEmbeddingRowsAsync(version, group) is not { } part) return null;
-            parts.Add(part);
-        }
-        return Chunking.Join(parts);
+        var parts = await Task.WhenAll(rows.Chunk(Payloads.MaxRowsPerCall).Select(group => ps.GetEmbeddingRowsAsync(version, group)));
+        return parts.Any(p => p is null) ? null : Chunking.Join(parts!);
     }
 
     void RecordThroughput(long tokens, long startedTimestamp)
@@ -254,10 +250,10 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
 
     async Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full)
     {
-        var chunks = new byte[]?[manifest.Chunks];
-        for (int i = 0; i < chunks.Length; i++)
-            if ((chunks[i] = await ps.GetWeightsChunkAsync(manifest.Version, i, full)) is null) return null;
-        return Chunking.Join(chunks);
+        // All chunks requested at once (each at most 4 MiB): the server answers them one after another without waiting
+        // for a round trip in between.
+        var chunks = await Task.WhenAll(Enumerable.Range(0, manifest.Chunks).Select(i => ps.GetWeightsChunkAsync(manifest.Version, i, full)));
+        return chunks.Any(c => c is null) ? null : Chunking.Join(chunks);
     }
 
     async Task PushAsync(IParameterServerGrain ps, int step, byte[] packet, (double Loss, long BytesDown, double[]? StepLosses) figures)
