@@ -90,7 +90,8 @@ public static class ClusterCommands
                     string modelsLocation = pr.GetValue(models)!;
                     start.ArgumentList.Add($"--Duck:Chat:Models={(modelsLocation.StartsWith("azure:", StringComparison.OrdinalIgnoreCase) ? modelsLocation : Path.GetFullPath(modelsLocation))}");
                     start.ArgumentList.Add($"--Duck:Chat:Threads={chatThreads}");
-                    var process = CpuAffinity.StartOn(start, CoresOf(i));
+                    int[] siloCores = CoresOf(i);
+                    var process = CpuAffinity.StartOn(start, siloCores);
                     process.OutputDataReceived += (_, _) => { };
                     process.ErrorDataReceived += (_, e) => { if (e.Data is not null && pr.GetValue(json) == false) Console.Error.WriteLine($"silo {process.Id}: {e.Data}"); };
                     process.BeginOutputReadLine();
@@ -98,9 +99,9 @@ public static class ClusterCommands
                     processes.Add(process);
                     await WaitReadyAsync(process, pr.GetValue(httpPort) + i, ct);
                     var line = new { silo = i, pid = process.Id, gateway = $"127.0.0.1:{pr.GetValue(gatewayPort) + i}", http = $"http://127.0.0.1:{pr.GetValue(httpPort) + i}",
-                                     torch_threads = threads, cores = split ? CoresOf(i) : null };
+                                     torch_threads = threads, cores = split ? siloCores : null };
                     if (pr.GetValue(json)) Cli.WriteJson(line);
-                    else Console.WriteLine($"silo {i} ready (pid {line.pid}): gateway {line.gateway}, http {line.http}{(split ? $", cores {string.Join(",", CoresOf(i))}" : "")}");
+                    else Console.WriteLine($"silo {i} ready (pid {line.pid}): gateway {line.gateway}, http {line.http}{(split ? $", cores {string.Join(",", siloCores)}" : "")}");
                 }
                 if (!pr.GetValue(json)) Console.WriteLine("cluster up; Ctrl+C stops it");
                 // A silo that dies (or is killed) is reported; the others keep serving, as a real cluster would.

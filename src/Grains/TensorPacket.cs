@@ -210,6 +210,26 @@ public static class Chunking
         return payload.AsSpan(start, Math.Min(chunkBytes, payload.Length - start)).ToArray();
     }
 
+    /// <summary>At most this many chunk requests of one transfer are in flight: enough to hide the round trips, few enough
+    /// that a long transfer (a full fp32 model is hundreds of chunks) does not queue them all behind one another
+    /// within each call's timeout.</summary>
+    public const int FetchWindow = 4;
+
+    /// <summary>Fetches parts 0..<paramref name="count"/>-1 with up to <see cref="FetchWindow"/> requests in flight and joins
+    /// them in order; null as soon as one part comes back null (stale).</summary>
+    public static async Task<byte[]?> FetchAsync(int count, Func<int, Task<byte[]?>> fetch)
+    {
+        var parts = new byte[]?[count];
+        for (int first = 0; first < count; first += FetchWindow)
+        {
+            int n = Math.Min(FetchWindow, count - first);
+            var window = await Task.WhenAll(Enumerable.Range(first, n).Select(fetch));
+            if (window.Any(part => part is null)) return null;
+            window.CopyTo(parts, first);
+        }
+        return Join(parts);
+    }
+
     /// <summary>Concatenates chunks in index order; throws when one is missing.</summary>
     public static byte[] Join(IReadOnlyList<byte[]?> chunks)
     {

@@ -235,10 +235,10 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     }
 
     /// <summary>The fp32 embedding rows of version <paramref name="version"/>, fetched in bounded calls; null when stale.</summary>
-    async Task<byte[]?> FetchRowsAsync(IParameterServerGrain ps, int version, int[] rows)
+    static Task<byte[]?> FetchRowsAsync(IParameterServerGrain ps, int version, int[] rows)
     {
-        var parts = await Task.WhenAll(rows.Chunk(Payloads.MaxRowsPerCall).Select(group => ps.GetEmbeddingRowsAsync(version, group)));
-        return parts.Any(p => p is null) ? null : Chunking.Join(parts!);
+        var groups = rows.Chunk(Payloads.MaxRowsPerCall).ToArray();
+        return Chunking.FetchAsync(groups.Length, i => ps.GetEmbeddingRowsAsync(version, groups[i]));
     }
 
     void RecordThroughput(long tokens, long startedTimestamp)
@@ -248,13 +248,8 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         DuckMetrics.WorkerTokensPerSecond.Record(tokensPerSecond, new("job", key[..Math.Max(0, key.LastIndexOf('/'))]), new("worker", index));
     }
 
-    async Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full)
-    {
-        // All chunks requested at once (each at most 4 MiB): the server answers them one after another without waiting
-        // for a round trip in between.
-        var chunks = await Task.WhenAll(Enumerable.Range(0, manifest.Chunks).Select(i => ps.GetWeightsChunkAsync(manifest.Version, i, full)));
-        return chunks.Any(c => c is null) ? null : Chunking.Join(chunks);
-    }
+    static Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full) =>
+        Chunking.FetchAsync(manifest.Chunks, i => ps.GetWeightsChunkAsync(manifest.Version, i, full));
 
     async Task PushAsync(IParameterServerGrain ps, int step, byte[] packet, (double Loss, long BytesDown, double[]? StepLosses) figures)
     {

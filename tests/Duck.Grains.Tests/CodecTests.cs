@@ -197,6 +197,31 @@ public class CodecTests
     }
 
     [Fact]
+    public async Task FetchAsync_ElevenParts_InOrderWithABoundedWindowInFlight()
+    {
+        int inFlight = 0, most = 0;
+        async Task<byte[]?> Fetch(int i)
+        {
+            most = Math.Max(most, Interlocked.Increment(ref inFlight));
+            await Task.Delay(10 - i % 3 * 4); // later parts of a window finish first
+            Interlocked.Decrement(ref inFlight);
+            return [(byte)i, (byte)(i * 2)];
+        }
+
+        var joined = await Chunking.FetchAsync(11, Fetch);
+
+        Assert.Equal(Enumerable.Range(0, 11).SelectMany(i => new[] { (byte)i, (byte)(i * 2) }), joined);
+        Assert.Equal(Chunking.FetchWindow, most);
+        Assert.Equal(Array.Empty<byte>(), await Chunking.FetchAsync(0, Fetch));
+    }
+
+    [Fact]
+    public async Task FetchAsync_OnePartStale_ReturnsNull()
+    {
+        Assert.Null(await Chunking.FetchAsync(6, i => Task.FromResult(i == 5 ? null : new byte[] { 1 })));
+    }
+
+    [Fact]
     public void Join_MissingChunk_Throws()
     {
         Assert.Throws<InvalidDataException>(() => Chunking.Join(new byte[]?[] { new byte[1], null }));
