@@ -70,6 +70,7 @@ public sealed class ParameterServerGrain(
             saved.State = new ParameterServerState { Spec = jobSpec };
             await saved.WriteStateAsync();
         }
+        frozen = false;
         return Status();
     }
 
@@ -118,7 +119,7 @@ public sealed class ParameterServerGrain(
     {
         Version = server is null ? -1 : version, Contributions = arrived.Count, Committing = committing,
         Recent = recent.TakeLast(256).ToArray(), CheckpointStep = checkpointStep, Error = error, ValLoss = valLoss,
-        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4, Silo = RuntimeIdentity,
+        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4, Silo = RuntimeIdentity, Frozen = frozen,
     };
 
     public Task<WeightsManifest?> GetWeightsManifestAsync(int v, bool full)
@@ -171,6 +172,8 @@ public sealed class ParameterServerGrain(
         if (server is null) throw new InvalidOperationException("the parameter server holds no model");
         frozen = true; // no further steps until StartAsync
         while (committing) await Task.Delay(50);
+        try { await checkpointWrites; } catch (Exception) { /* its error is reported; written again below */ }
+        if (checkpointStep == version) return version; // the commit's own checkpoint covers it
         var snapshot = await Task.Run(() => server.Snapshot(version));
         await WriteCheckpointAsync(snapshot);
         return version;

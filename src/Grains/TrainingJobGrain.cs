@@ -19,6 +19,9 @@ public sealed record TrainingJobState
     [Id(6)] public int CheckpointStep { get; init; } = -1;
     [Id(7)] public int Recoveries { get; init; }
     [Id(8)] public long Fp32ModelBytes { get; init; }
+    /// <summary>The parameter server activation the job last saw; a different one means it came back from a
+    /// checkpoint. Persisted, so a job whose own silo died with the server's still counts the recovery.</summary>
+    [Id(9)] public string? ServerActivation { get; init; }
 }
 
 public sealed class TrainingJobGrain(
@@ -34,7 +37,6 @@ public sealed class TrainingJobGrain(
     int dispatchedStep = -1;
     bool reordered;
     DateTime dispatchedAt, serverReachableAt = DateTime.UtcNow;
-    string? serverActivation;
     WorkerSpreader? spreader;
 
     string JobId => this.GetPrimaryKeyString();
@@ -63,7 +65,11 @@ public sealed class TrainingJobGrain(
             if (!spec.SharedData && manifest.Shards.Count < spec.Workers)
                 Log.FewerShards(logger, JobId, manifest.Shards.Count, spec.Workers);
             var ps = await Server.StartAsync(spec, reloadCheckpoint: false);
-            saved.State = S with { State = JobState.Running, Step = Math.Max(0, ps.Version), CheckpointStep = ps.CheckpointStep, Fp32ModelBytes = ps.Fp32ModelBytes };
+            saved.State = S with
+            {
+                State = JobState.Running, Step = Math.Max(0, ps.Version), CheckpointStep = ps.CheckpointStep, Fp32ModelBytes = ps.Fp32ModelBytes,
+                ServerActivation = ps.ActivationId,
+            };
         }
         catch (Exception e)
         {
@@ -88,16 +94,7 @@ public sealed class TrainingJobGrain(
         if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State != JobState.Running) return Status();
         StopDriver();
-        int checkpoint = S.CheckpointStep;
-        try
-        {
-            checkpoint = await Server.CheckpointNowAsync();
-            // A commit in flight when the cancel arrived finished first: keep its metrics.
-            var ps = await Server.GetStatusAsync();
-            var late = ps.Recent.Where(m => m.Step > S.Step && m.Step <= checkpoint).OrderBy(m => m.Step);
-            saved.State = S with { History = S.History.Concat(late).ToList(), Step = Math.Max(S.Step, checkpoint) };
-        }
-        catch (Exception e) { Log.CancelCheckpointFailed(logger, e, JobId); }
+        int checkpoint = await CheckpointNowAsync("cancel");
         saved.State = S with { State = JobState.Cancelled, Reason = $"cancelled at step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
         await SaveAsync();
         return Status();
@@ -111,7 +108,9 @@ public sealed class TrainingJobGrain(
         if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State != JobState.Running) return Status();
         StopDriver();
-        saved.State = S with { State = JobState.Paused, Reason = $"paused after step {S.Step}" };
+        // Checkpointed, so a server collected during a long pause (idle grains go after 15 min) redoes nothing.
+        int checkpoint = await CheckpointNowAsync("pause");
+        saved.State = S with { State = JobState.Paused, Reason = $"paused after step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
         await SaveAsync();
         return Status();
     }
@@ -120,21 +119,41 @@ public sealed class TrainingJobGrain(
     {
         if (S.Spec is not { } spec) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State is JobState.Running or JobState.Completed) return Status();
-        // A paused job goes on from the server's current version: a commit that landed during the pause is picked up
-        // by the next tick. A server that was collected meanwhile comes back from its newest checkpoint by itself.
-        bool paused = S.State == JobState.Paused;
-        var ps = await Server.StartAsync(spec, reloadCheckpoint: !paused);
-        int step = paused ? Math.Min(S.Step, ps.Version) : ps.Version;
-        saved.State = S with
+        if (S.State == JobState.Paused)
         {
-            State = JobState.Running, Step = step, Reason = paused ? $"resumed at step {step}" : $"resumed from checkpoint step {ps.Version}",
-            History = S.History.Where(m => m.Step <= step).ToList(), CheckpointStep = ps.CheckpointStep,
-        };
+            // Goes on where it stopped: the driver's first tick starts the server that the pause froze, and a server that
+            // died or was collected meanwhile comes back from its newest checkpoint as in a running job.
+            saved.State = S with { State = JobState.Running, Reason = $"resumed at step {S.Step}" };
+        }
+        else
+        {
+            var ps = await Server.StartAsync(spec, reloadCheckpoint: true);
+            saved.State = S with
+            {
+                State = JobState.Running, Step = ps.Version, Reason = $"resumed from checkpoint step {ps.Version}",
+                History = S.History.Where(m => m.Step <= ps.Version).ToList(), CheckpointStep = ps.CheckpointStep, ServerActivation = ps.ActivationId,
+            };
+        }
         await SaveAsync();
-        serverActivation = ps.ActivationId;
         dispatchedStep = -1;
         StartDriver();
         return Status();
+    }
+
+    /// <summary>Has the server checkpoint what it committed and keeps the metrics of a commit that was in flight.
+    /// Returns the checkpoint step (the last known one when the server cannot be reached).</summary>
+    async Task<int> CheckpointNowAsync(string action)
+    {
+        int checkpoint = S.CheckpointStep;
+        try
+        {
+            checkpoint = await Server.CheckpointNowAsync();
+            var ps = await Server.GetStatusAsync();
+            var late = ps.Recent.Where(m => m.Step > S.Step && m.Step <= checkpoint).OrderBy(m => m.Step);
+            saved.State = S with { History = S.History.Concat(late).ToList(), Step = Math.Max(S.Step, checkpoint) };
+        }
+        catch (Exception e) { Log.CheckpointNowFailed(logger, e, JobId, action); }
+        return checkpoint;
     }
 
     JobStatus Status()
@@ -167,7 +186,8 @@ public sealed class TrainingJobGrain(
         try
         {
             ps = await Server.GetStatusAsync();
-            if (ps.Version < 0 && ps.Error is null) ps = await Server.StartAsync(spec, reloadCheckpoint: false);
+            // A new activation without state, or a server frozen by the checkpoint of a pause, takes steps once started.
+            if ((ps.Version < 0 || ps.Frozen) && ps.Error is null) ps = await Server.StartAsync(spec, reloadCheckpoint: false);
             serverReachableAt = DateTime.UtcNow;
         }
         catch (Exception e)
@@ -179,9 +199,9 @@ public sealed class TrainingJobGrain(
         if (ps.Error is not null) { await FailAsync(ps.Error); return; }
 
         bool changed = false;
-        if (serverActivation != ps.ActivationId)
+        if (S.ServerActivation != ps.ActivationId)
         {
-            if (serverActivation is not null || ps.Version < S.Step)
+            if (S.ServerActivation is not null || ps.Version < S.Step)
             {
                 saved.State = S with
                 {
@@ -191,7 +211,8 @@ public sealed class TrainingJobGrain(
                 Log.ServerRecovered(logger, JobId, ps.Version);
                 changed = true;
             }
-            serverActivation = ps.ActivationId;
+            saved.State = S with { ServerActivation = ps.ActivationId };
+            changed = true;
             dispatchedStep = -1;
         }
         var fresh = ps.Recent.Where(m => m.Step > S.Step && m.Step <= ps.Version).OrderBy(m => m.Step).ToList();

@@ -207,4 +207,30 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
         Assert.True(done.State == JobState.Completed, done.Reason);
         Assert.Equal(Enumerable.Range(1, 30), (await job.GetHistoryAsync(0, 100)).Select(m => m.Step));
     }
+
+    [Fact]
+    public async Task PauseThenResume_RunningJob_HoldsWithACheckpointAndGoesOnWithoutRedoingSteps()
+    {
+        var spec = TestData.Job(fixture.DataFolder, steps: 30, GradientCompression.Ternary) with { CheckpointEvery = 7 };
+        var job = Client.GetGrain<ITrainingJobGrain>("pause");
+        await job.SubmitAsync(spec);
+        await TestClusters.WaitAsync(Client, "pause", TimeSpan.FromSeconds(60), s => s.Step >= 4);
+
+        var paused = await job.PauseAsync();
+        var server = await Client.GetGrain<IParameterServerGrain>("pause").GetStatusAsync();
+        await Task.Delay(500);
+        var held = await job.GetStatusAsync();
+        var resumed = await job.ResumeAsync();
+        var done = await TestClusters.WaitAsync(Client, "pause", TimeSpan.FromSeconds(90));
+
+        Assert.Equal(JobState.Paused, paused.State);
+        Assert.True(paused.Step < spec.Steps, $"paused at step {paused.Step}");
+        Assert.Equal(paused.Step, paused.CheckpointStep);
+        Assert.True(server.Frozen && server.Version == paused.Step, $"server frozen {server.Frozen} at version {server.Version}");
+        Assert.Equal(paused.Step, held.Step);
+        Assert.Equal(JobState.Running, resumed.State);
+        Assert.True(done.State == JobState.Completed, done.Reason);
+        Assert.Equal(0, done.Recoveries);
+        Assert.Equal(Enumerable.Range(1, 30), (await job.GetHistoryAsync(0, 100)).Select(m => m.Step));
+    }
 }
