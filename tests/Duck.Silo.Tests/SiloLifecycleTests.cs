@@ -1,7 +1,6 @@
 // A silo's life seen from outside: ready only once Orleans is active, not ready as soon as SIGTERM arrives while it
 // still drains, a clean exit within the shutdown timeout; the dashboard and training page answer 401 without
-// credentials when the silo listens beyond loopback, while probes and /metrics stay open; a silo started by a tuned
-// process (as `duck cluster up` starts them) tunes its own malloc again.
+// credentials when the silo listens beyond loopback, while probes and /metrics stay open.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -52,23 +51,6 @@ public class SiloLifecycleTests
         Assert.Equal(HttpStatusCode.OK, authorized.StatusCode);
         Assert.Contains("\"hosts\"", await authorized.Content.ReadAsStringAsync());
         Assert.Equal(HttpStatusCode.OK, await silo.StatusAsync("/metrics"));
-        Assert.Equal(HttpStatusCode.OK, await silo.StatusAsync("/health/live"));
-    }
-
-    [Fact]
-    public async Task Start_AsTheChildOfATunedProcess_ReexecutesWithItsOwnMallocTuning()
-    {
-        // What a child of a tuned `duck` inherits on glibc 2.36: the guard of its parent and GLIBC_TUNABLES cut short
-        // after the first tunable (glibc applies them all, then truncates the variable in place).
-        using var silo = SiloProcess.Start(Directory.CreateTempSubdirectory("duck-silo-state-").FullName, env: new Dictionary<string, string>
-        {
-            ["DUCK_MALLOC_TUNING"] = "", ["DUCK_MALLOC_TUNED"] = Environment.ProcessId.ToString(), ["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1",
-        });
-        await silo.WaitReadyAsync();
-
-        // execve keeps the pid; the environment it was given names that pid as the tuned one.
-        var environment = File.ReadAllText($"/proc/{silo.Pid}/environ").Split('\0');
-        Assert.Contains($"DUCK_MALLOC_TUNED={silo.Pid}", environment);
         Assert.Equal(HttpStatusCode.OK, await silo.StatusAsync("/health/live"));
     }
 }

@@ -4,10 +4,7 @@
 // made a 400 MB elementwise op 20x slower on this class of VM, and with huge pages the zeroing alone was still 24 % of
 // a 1-thread `mini` step. With mmap off and one arena, big blocks come from the heap and are reused as they are freed
 // (the heap keeps its high-water mark, as a caching allocator does). glibc reads its tunables only at start, so the
-// process re-executes itself once with GLIBC_TUNABLES set. glibc 2.36 applies every tunable but then cuts the variable
-// short after the first one, so a child process (a silo started by `duck cluster up`) inherits only
-// "glibc.malloc.hugetlb=1" and the guard: the guard therefore names the pid that was re-executed (execve keeps it), and
-// any other process tunes itself again. Not a general process launcher.
+// process re-executes itself once with GLIBC_TUNABLES set. Not a general process launcher.
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -19,35 +16,28 @@ public static class MallocTuning
     public const string Tunable = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=8589934592";
     const string GuardVariable = "DUCK_MALLOC_TUNED";
 
-    /// <summary>On Linux, re-executes the current process with <see cref="Tunable"/> in GLIBC_TUNABLES unless this very
-    /// process already did (or DUCK_MALLOC_TUNING=0). Returns only when no re-execution happened. Call first thing in Main.</summary>
+    /// <summary>On Linux, re-executes the current process with <see cref="Tunable"/> in GLIBC_TUNABLES unless it is there
+    /// already (or DUCK_MALLOC_TUNING=0). Returns only when no re-execution happened. Call first thing in Main.</summary>
     public static void EnsureHugePageMalloc()
     {
         if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("DUCK_MALLOC_TUNING") == "0") return;
-        if (IsTuned(Environment.GetEnvironmentVariable(GuardVariable), Environment.ProcessId)) return;
+        string current = Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "";
+        if (current.Contains("glibc.malloc.hugetlb") || Environment.GetEnvironmentVariable(GuardVariable) == "1") return;
         string? exe = Environment.ProcessPath;
         string[] argv;
         try { argv = Encoding.UTF8.GetString(File.ReadAllBytes("/proc/self/cmdline")).TrimEnd('\0').Split('\0'); }
         catch (IOException) { return; }
         if (exe is null || argv.Length == 0) return;
         var env = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-            .Where(e => (string)e.Key is not ("GLIBC_TUNABLES" or GuardVariable))
+            .Where(e => (string)e.Key != "GLIBC_TUNABLES")
             .Select(e => $"{e.Key}={e.Value}")
-            .Append($"GLIBC_TUNABLES={TunablesAfter(Environment.GetEnvironmentVariable("GLIBC_TUNABLES"))}")
-            .Append($"{GuardVariable}={Environment.ProcessId}")
+            .Append($"GLIBC_TUNABLES={(current == "" ? Tunable : current + ":" + Tunable)}")
+            .Append($"{GuardVariable}=1")
             .ToList();
         Console.Out.Flush();
         Execve(exe, argv.Append(null).ToArray(), env.Append(null).ToArray());
         // execve returns only on failure: carry on untuned.
     }
-
-    /// <summary>True in the process that re-executed itself with the tunables: the guard holds its own pid.</summary>
-    public static bool IsTuned(string? guard, int processId) => guard == processId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-
-    /// <summary>GLIBC_TUNABLES for the re-executed process: ours after the caller's own, or ours alone when the
-    /// inherited value is empty or a cut-short copy of ours (later tunables win in glibc).</summary>
-    public static string TunablesAfter(string? current) =>
-        string.IsNullOrEmpty(current) || Tunable.StartsWith(current, StringComparison.Ordinal) ? Tunable : current + ":" + Tunable;
 
     [DllImport("libc", EntryPoint = "execve", SetLastError = true)]
     static extern int Execve(string path, string?[] argv, string?[] envp);
