@@ -79,7 +79,7 @@ public interface IParameterServerGrain : IGrainWithStringKey
     [ResponseTimeout("00:00:10")]
     Task<bool> CommitPartialAsync(int step);
 
-    /// <summary>Writes a checkpoint of the current version now (cancel, pause) and returns its step. The server then
+    /// <summary>Writes a checkpoint of the current version now (cancel) and returns its step. The server then
     /// takes no step until the next <c>StartAsync</c>.</summary>
     [ResponseTimeout("00:00:25")]
     Task<int> CheckpointNowAsync();
@@ -156,7 +156,7 @@ public sealed record ParameterServerStatus
     [Id(8)] public long Fp32ModelBytes { get; init; }
     /// <summary>The silo hosting this activation.</summary>
     [Id(9)] public string Silo { get; init; } = "";
-    /// <summary>Set after <c>CheckpointNowAsync</c> (cancel, pause): it takes no step until <c>StartAsync</c>.</summary>
+    /// <summary>Set after <c>CheckpointNowAsync</c> (a cancel): it takes no step until <c>StartAsync</c>.</summary>
     [Id(10)] public bool Frozen { get; init; }
 }
 

@@ -108,9 +108,9 @@ public sealed class TrainingJobGrain(
         if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State != JobState.Running) return Status();
         StopDriver();
-        // Checkpointed, so a server collected during a long pause (idle grains go after 15 min) redoes nothing.
-        int checkpoint = await CheckpointNowAsync("pause");
-        saved.State = S with { State = JobState.Paused, Reason = $"paused after step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
+        // No checkpoint here: it would freeze the server, and the step in flight must still commit (a worker that moves
+        // while the job is paused would otherwise redo its round from a replica that already took it).
+        saved.State = S with { State = JobState.Paused, Reason = $"paused after step {S.Step}" };
         await SaveAsync();
         return Status();
     }
@@ -119,21 +119,19 @@ public sealed class TrainingJobGrain(
     {
         if (S.Spec is not { } spec) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State is JobState.Running or JobState.Completed) return Status();
-        if (S.State == JobState.Paused)
+        // A paused job goes on from the server's current version, with the metrics of a commit that landed during the
+        // pause taken now (a server lost right after the resume comes back without them). A server that was collected
+        // meanwhile comes back from its newest checkpoint by itself.
+        bool paused = S.State == JobState.Paused;
+        var ps = await Server.StartAsync(spec, reloadCheckpoint: !paused);
+        int step = ps.Version;
+        var history = S.History.Where(m => m.Step <= step).ToList();
+        if (paused) history.AddRange(ps.Recent.Where(m => m.Step > S.Step && m.Step <= step).OrderBy(m => m.Step));
+        saved.State = S with
         {
-            // Goes on where it stopped: the driver's first tick starts the server that the pause froze, and a server that
-            // died or was collected meanwhile comes back from its newest checkpoint as in a running job.
-            saved.State = S with { State = JobState.Running, Reason = $"resumed at step {S.Step}" };
-        }
-        else
-        {
-            var ps = await Server.StartAsync(spec, reloadCheckpoint: true);
-            saved.State = S with
-            {
-                State = JobState.Running, Step = ps.Version, Reason = $"resumed from checkpoint step {ps.Version}",
-                History = S.History.Where(m => m.Step <= ps.Version).ToList(), CheckpointStep = ps.CheckpointStep, ServerActivation = ps.ActivationId,
-            };
-        }
+            State = JobState.Running, Step = step, Reason = paused ? $"resumed at step {step}" : $"resumed from checkpoint step {ps.Version}",
+            History = history, CheckpointStep = ps.CheckpointStep, ServerActivation = ps.ActivationId,
+        };
         await SaveAsync();
         dispatchedStep = -1;
         StartDriver();
@@ -186,7 +184,7 @@ public sealed class TrainingJobGrain(
         try
         {
             ps = await Server.GetStatusAsync();
-            // A new activation without state, or a server frozen by the checkpoint of a pause, takes steps once started.
+            // A new activation without state, or a server still frozen by a checkpoint-now (a cancel), takes steps once started.
             if ((ps.Version < 0 || ps.Frozen) && ps.Error is null) ps = await Server.StartAsync(spec, reloadCheckpoint: false);
             serverReachableAt = DateTime.UtcNow;
         }
