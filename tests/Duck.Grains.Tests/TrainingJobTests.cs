@@ -189,13 +189,20 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
         await Assert.ThrowsAsync<KeyNotFoundException>(() => Client.GetGrain<ITrainingJobGrain>("nobody").PauseAsync());
     }
 
+    /// <summary>A 30-step ternary job, submitted and followed until step 4.</summary>
+    async Task<(ITrainingJobGrain Job, JobSpec Spec)> RunningJobAsync(string jobId)
+    {
+        var spec = TestData.Job(fixture.DataFolder, steps: 30, GradientCompression.Ternary);
+        var job = Client.GetGrain<ITrainingJobGrain>(jobId);
+        await job.SubmitAsync(spec);
+        await TestClusters.WaitAsync(Client, jobId, TimeSpan.FromSeconds(60), s => s.Step >= 4);
+        return (job, spec);
+    }
+
     [Fact]
     public async Task CancelThenResume_RunningJob_ContinuesFromCheckpointToCompletion()
     {
-        var spec = TestData.Job(fixture.DataFolder, steps: 30, GradientCompression.Ternary);
-        var job = Client.GetGrain<ITrainingJobGrain>("cancel");
-        await job.SubmitAsync(spec);
-        await TestClusters.WaitAsync(Client, "cancel", TimeSpan.FromSeconds(60), s => s.Step >= 4);
+        var (job, _) = await RunningJobAsync("cancel");
 
         var cancelled = await job.CancelAsync();
         var resumed = await job.ResumeAsync();
@@ -211,10 +218,7 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
     [Fact]
     public async Task PauseThenResume_RunningJob_HoldsAndGoesOnWithoutRedoingSteps()
     {
-        var spec = TestData.Job(fixture.DataFolder, steps: 30, GradientCompression.Ternary);
-        var job = Client.GetGrain<ITrainingJobGrain>("pause");
-        await job.SubmitAsync(spec);
-        await TestClusters.WaitAsync(Client, "pause", TimeSpan.FromSeconds(60), s => s.Step >= 4);
+        var (job, spec) = await RunningJobAsync("pause");
 
         var paused = await job.PauseAsync();
         await Task.Delay(1000); // the step in flight commits; no other is ordered
