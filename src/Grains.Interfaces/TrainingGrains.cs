@@ -156,8 +156,6 @@ public sealed record ParameterServerStatus
     [Id(8)] public long Fp32ModelBytes { get; init; }
     /// <summary>The silo hosting this activation.</summary>
     [Id(9)] public string Silo { get; init; } = "";
-    /// <summary>Set after <c>CheckpointNowAsync</c> (a cancel): it takes no step until <c>StartAsync</c>.</summary>
-    [Id(10)] public bool Frozen { get; init; }
 }
 
 /// <summary>A worker's view; <c>TokensPerSecond</c> is its forward/backward throughput in its newest step.</summary>

@@ -23,8 +23,8 @@ static partial class Log
     [LoggerMessage(6, LogLevel.Warning, "job {JobId}: {Shards} training shard(s) for {Workers} workers; workers share shards")]
     public static partial void FewerShards(ILogger logger, string jobId, int shards, int workers);
 
-    [LoggerMessage(7, LogLevel.Warning, "job {JobId}: checkpoint on {Action} failed")]
-    public static partial void CheckpointNowFailed(ILogger logger, Exception e, string jobId, string action);
+    [LoggerMessage(7, LogLevel.Warning, "job {JobId}: checkpoint on cancel failed")]
+    public static partial void CancelCheckpointFailed(ILogger logger, Exception e, string jobId);
 
     [LoggerMessage(8, LogLevel.Warning, "job {JobId}: parameter server re-activated from checkpoint step {Step}")]
     public static partial void ServerRecovered(ILogger logger, string jobId, int step);

@@ -70,7 +70,6 @@ public sealed class ParameterServerGrain(
             saved.State = new ParameterServerState { Spec = jobSpec };
             await saved.WriteStateAsync();
         }
-        frozen = false;
         return Status();
     }
 
@@ -119,7 +118,7 @@ public sealed class ParameterServerGrain(
     {
         Version = server is null ? -1 : version, Contributions = arrived.Count, Committing = committing,
         Recent = recent.TakeLast(256).ToArray(), CheckpointStep = checkpointStep, Error = error, ValLoss = valLoss,
-        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4, Silo = RuntimeIdentity, Frozen = frozen,
+        ActivationId = activationId, Fp32ModelBytes = config.TotalParameters * 4, Silo = RuntimeIdentity,
     };
 
     public Task<WeightsManifest?> GetWeightsManifestAsync(int v, bool full)

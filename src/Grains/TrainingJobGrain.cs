@@ -94,7 +94,15 @@ public sealed class TrainingJobGrain(
         if (S.Spec is null) throw new KeyNotFoundException($"unknown job '{JobId}'");
         if (S.State != JobState.Running) return Status();
         StopDriver();
-        int checkpoint = await CheckpointNowAsync("cancel");
+        int checkpoint = S.CheckpointStep;
+        try
+        {
+            checkpoint = await Server.CheckpointNowAsync();
+            // A commit in flight when the cancel arrived finished first: keep its metrics.
+            var ps = await Server.GetStatusAsync();
+            saved.State = S with { History = [.. S.History, .. Unseen(ps, checkpoint)], Step = Math.Max(S.Step, checkpoint) };
+        }
+        catch (Exception e) { Log.CancelCheckpointFailed(logger, e, JobId); }
         saved.State = S with { State = JobState.Cancelled, Reason = $"cancelled at step {S.Step}; checkpoint step {checkpoint}", CheckpointStep = checkpoint };
         await SaveAsync();
         return Status();
@@ -126,7 +134,7 @@ public sealed class TrainingJobGrain(
         var ps = await Server.StartAsync(spec, reloadCheckpoint: !paused);
         int step = ps.Version;
         var history = S.History.Where(m => m.Step <= step).ToList();
-        if (paused) history.AddRange(ps.Recent.Where(m => m.Step > S.Step && m.Step <= step).OrderBy(m => m.Step));
+        if (paused) history.AddRange(Unseen(ps, step));
         saved.State = S with
         {
             State = JobState.Running, Step = step, Reason = paused ? $"resumed at step {step}" : $"resumed from checkpoint step {ps.Version}",
@@ -138,21 +146,9 @@ public sealed class TrainingJobGrain(
         return Status();
     }
 
-    /// <summary>Has the server checkpoint what it committed and keeps the metrics of a commit that was in flight.
-    /// Returns the checkpoint step (the last known one when the server cannot be reached).</summary>
-    async Task<int> CheckpointNowAsync(string action)
-    {
-        int checkpoint = S.CheckpointStep;
-        try
-        {
-            checkpoint = await Server.CheckpointNowAsync();
-            var ps = await Server.GetStatusAsync();
-            var late = ps.Recent.Where(m => m.Step > S.Step && m.Step <= checkpoint).OrderBy(m => m.Step);
-            saved.State = S with { History = S.History.Concat(late).ToList(), Step = Math.Max(S.Step, checkpoint) };
-        }
-        catch (Exception e) { Log.CheckpointNowFailed(logger, e, JobId, action); }
-        return checkpoint;
-    }
+    /// <summary>The server's metrics of committed steps after the job's own, up to <paramref name="upTo"/>, in order.</summary>
+    IEnumerable<StepMetric> Unseen(ParameterServerStatus ps, int upTo) =>
+        ps.Recent.Where(m => m.Step > S.Step && m.Step <= upTo).OrderBy(m => m.Step);
 
     JobStatus Status()
     {
@@ -184,8 +180,7 @@ public sealed class TrainingJobGrain(
         try
         {
             ps = await Server.GetStatusAsync();
-            // A new activation without state, or a server still frozen by a checkpoint-now (a cancel), takes steps once started.
-            if ((ps.Version < 0 || ps.Frozen) && ps.Error is null) ps = await Server.StartAsync(spec, reloadCheckpoint: false);
+            if (ps.Version < 0 && ps.Error is null) ps = await Server.StartAsync(spec, reloadCheckpoint: false);
             serverReachableAt = DateTime.UtcNow;
         }
         catch (Exception e)
@@ -213,7 +208,7 @@ public sealed class TrainingJobGrain(
             changed = true;
             dispatchedStep = -1;
         }
-        var fresh = ps.Recent.Where(m => m.Step > S.Step && m.Step <= ps.Version).OrderBy(m => m.Step).ToList();
+        var fresh = Unseen(ps, ps.Version).ToList();
         if (fresh.Count > 0 || ps.Version > S.Step || ps.CheckpointStep != S.CheckpointStep)
         {
             var history = S.History.Concat(fresh).ToList();
