@@ -21,6 +21,15 @@ public static class BitQuant
         return w.div(denominator).round_().clamp_(-1, 1).mul_(gamma);     // one temporary, the rest in place
     }
 
+    /// <summary>gamma and gamma + eps of <see cref="TernaryWeights"/>, computed as it computes them.</summary>
+    public static (float Gamma, float Denominator) TernaryScale(Tensor w)
+    {
+        using var noGrad = no_grad();
+        using var gamma = w.norm(1f).div_(w.numel());
+        using var denominator = gamma + Eps;
+        return (gamma.item<float>(), denominator.item<float>());
+    }
+
     /// <summary>Effectively x_q = clamp(round(x * s), -128, 127) / s with s = 127 / max|x| per token (last dim).</summary>
     public static Tensor Int8Activations(Tensor x)
     {

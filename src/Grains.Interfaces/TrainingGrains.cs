@@ -62,7 +62,7 @@ public interface IParameterServerGrain : IGrainWithStringKey
 
     /// <summary>One chunk (at most 4 MiB) of the packet the manifest describes; null when stale.</summary>
     [ResponseTimeout("00:00:10")]
-    Task<byte[]?> GetWeightsChunkAsync(int version, int index, bool full);
+    Task<PacketPart?> GetWeightsChunkAsync(int version, int index, bool full);
 
     /// <summary>fp32 rows of the token embedding (row-major, ModelDim floats each) for the given ids; null when stale.
     /// Ask for at most <see cref="Payloads.MaxRowsPerCall"/> rows per call.</summary>
@@ -121,6 +121,11 @@ public sealed record WeightsManifest(
     [property: Id(3)] string Lineage = "",
     [property: Id(4)] int DeltaFrom = -1,
     [property: Id(5)] bool SeedInitialized = false);
+
+/// <summary>A piece of a packet. Immutable: a grain of the same silo gets the very array, not a copy (every fetch of a
+/// weight version shares the chunks the server cut once).</summary>
+[GenerateSerializer, Immutable]
+public sealed record PacketPart([property: Id(0)] byte[] Bytes);
 
 /// <summary>A piece of one worker's encoded gradient (see Payloads), with the worker's figures for the step; in
 /// low-communication mode the encoded weight delta of a round, with the loss of each local step.</summary>

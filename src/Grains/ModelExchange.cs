@@ -25,21 +25,29 @@ public static class ModelExchange
     /// <summary>The packed weights a replica needs, but the embedding when it travels by rows.</summary>
     public static byte[] PackWeights(DuckTransformer latent, HashSet<string> ternaryNames)
     {
-        var packet = new TensorPacketWriter(capacity: 1 << 20);
+        var sent = latent.named_parameters().Where(p => ternaryNames.Contains(p.name) || !(p.name == TensorNames.Embedding && EmbeddingByRows(latent.Config))).ToList();
+        // Written into a buffer of exactly the packet's size (no regrowth, no copy: fresh pages cost on every step).
+        var packet = new TensorPacketWriter(checked((int)(TensorPacketWriter.HeaderBytes + sent.Sum(p =>
+        {
+            long rows = p.parameter.dim() >= 2 ? p.parameter.shape[0] : 1;
+            bool ternary = ternaryNames.Contains(p.name);
+            return TensorPacketWriter.Bytes(p.name, ternary ? EntryKind.Ternary : EntryKind.Fp32, rows, p.parameter.numel() / rows, byRows: false, scales: 1);
+        }))));
         using var noGrad = no_grad();
-        foreach (var (name, p) in latent.named_parameters())
+        foreach (var (name, p) in sent)
         {
             long rows = p.dim() >= 2 ? p.shape[0] : 1, columns = p.numel() / rows;
             if (ternaryNames.Contains(name))
             {
                 using var scope = NewDisposeScope();
-                // Taken from BitQuant.TernaryWeights itself, so replicas see exactly the trainer's values q = t * gamma:
-                // every nonzero |q| is gamma, and t = sign(q).
-                var q = BitQuant.TernaryWeights(p);
-                var t = q.sign().to(ScalarType.Int8).contiguous();
-                packet.WriteTernary(name, rows, columns, new[] { q.abs().max().item<float>() }, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(t.bytes));
+                // With BitQuant's own gamma and divisor, so replicas see exactly the trainer's values q = t * gamma:
+                // every nonzero |q| is gamma, and t = sign(q) (tests compare with BitQuant.TernaryWeights).
+                var (gamma, denominator) = BitQuant.TernaryScale(p);
+                var w = p.detach().contiguous();
+                var packed = new byte[TernaryCodec.PackedBytes(p.numel())];
+                bool any = TernaryCodec.PackTernaryWeights(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(w.bytes), denominator, packed);
+                packet.WritePackedTernary(name, rows, columns, new[] { any ? gamma : 0f }, packed); // max |q| is gamma, or 0 with no nonzero
             }
-            else if (name == TensorNames.Embedding && EmbeddingByRows(latent.Config)) continue;
             else
             {
                 using var c = p.detach().contiguous();
@@ -77,12 +85,19 @@ public static class ModelExchange
             entry.Decode(0, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(p.bytes)); // straight into the parameter
         });
         if (rowIds.Length == 0) return;
+        // Rows copied straight into the parameter: no index and value tensors (native temporaries of a size that changes
+        // with every batch's rows, between the forward passes whose big tensors reuse libtorch's freed blocks).
         var embedding = parameters[TensorNames.Embedding];
-        int dim = replica.Config.ModelDim;
-        var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rowBytes.AsSpan()).ToArray();
-        using var index = tensor(rowIds.Select(i => (long)i).ToArray(), ScalarType.Int64);
-        using var value = tensor(floats, new long[] { rowIds.Length, dim });
-        embedding.index_copy_(0, index, value);
+        int dim = replica.Config.ModelDim, vocab = replica.Config.VocabSize;
+        if (!embedding.is_contiguous()) throw new InvalidOperationException($"parameter '{TensorNames.Embedding}' is not contiguous");
+        var source = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rowBytes.AsSpan());
+        if (source.Length != (long)rowIds.Length * dim) throw new InvalidDataException($"{source.Length} embedding values for {rowIds.Length} rows of {dim}");
+        var target = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(embedding.bytes);
+        for (int r = 0; r < rowIds.Length; r++)
+        {
+            if ((uint)rowIds[r] >= (uint)vocab) throw new InvalidDataException($"embedding row {rowIds[r]} is not in 0..{vocab - 1}");
+            source.Slice(r * dim, dim).CopyTo(target.Slice(rowIds[r] * dim, dim));
+        }
     }
 
     /// <summary>Encodes a replica's gradients: the embedding only for <paramref name="rowIds"/> (its other rows are zero),
@@ -90,21 +105,40 @@ public static class ModelExchange
     public static byte[] EncodeGradients(DuckTransformer replica, int[] rowIds, GradientCompression compression,
                                          Dictionary<string, float[]> residuals, ref SplitMix64 rng, float clipSigmas = TernaryCodec.DefaultClipSigmas)
     {
-        var packet = new TensorPacketWriter(capacity: 1 << 20);
         bool byRows = EmbeddingByRows(replica.Config);
+        var kind = compression switch { GradientCompression.None => EntryKind.Fp32, GradientCompression.Fp16 => EntryKind.Fp16, _ => EntryKind.Ternary };
+        var packet = new TensorPacketWriter(checked((int)(TensorPacketWriter.HeaderBytes + replica.named_parameters().Sum(p =>
+        {
+            long rows = p.parameter.dim() >= 2 ? p.parameter.shape[0] : 1;
+            bool sentByRows = byRows && p.name == TensorNames.Embedding;
+            long sentRows = sentByRows ? rowIds.Length : rows;
+            return TensorPacketWriter.Bytes(p.name, kind, sentRows, p.parameter.numel() / rows, sentByRows, scales: (int)sentRows);
+        }))));
         foreach (var (name, p) in replica.named_parameters())
         {
             using var scope = NewDisposeScope();
             var g = p.grad is null ? zeros_like(p) : p.grad.detach();
             long rows = p.dim() >= 2 ? p.shape[0] : 1, columns = p.numel() / rows;
             int[]? ids = byRows && name == TensorNames.Embedding ? rowIds : null;
-            // The embedding's gradient is zero outside the batch's rows: copy out only those.
-            if (ids is not null) g = g.index_select(0, tensor(ids.Select(i => (long)i).ToArray(), ScalarType.Int64));
             using var c = g.contiguous();
-            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(c.bytes); // read in place, no copy
+            ReadOnlySpan<float> values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(c.bytes); // read in place, no copy
+            float[]? gathered = null;
+            if (ids is not null)
+            {
+                // The embedding's gradient is zero outside the batch's rows: only those are sent, gathered in managed memory
+                // (no native index_select of a size that changes every step).
+                gathered = System.Buffers.ArrayPool<float>.Shared.Rent((int)(ids.Length * columns));
+                for (int r = 0; r < ids.Length; r++)
+                {
+                    if ((uint)ids[r] >= (uint)rows) throw new ArgumentOutOfRangeException(nameof(rowIds), ids[r], $"embedding row must be in 0..{rows - 1}");
+                    values.Slice((int)(ids[r] * columns), (int)columns).CopyTo(gathered.AsSpan((int)(r * columns)));
+                }
+                values = gathered.AsSpan(0, (int)(ids.Length * columns));
+            }
             residuals.TryGetValue(name, out var residual);
             if (residual is null && compression.IsTernary()) residuals[name] = residual = new float[p.numel()];
             WriteEncoded(packet, name, rows, columns, values, ids, compression, residual, ref rng, clipSigmas);
+            if (gathered is not null) System.Buffers.ArrayPool<float>.Shared.Return(gathered);
         }
         return packet.ToArray();
     }
@@ -125,11 +159,18 @@ public static class ModelExchange
                 var scales = new float[sentRows];
                 var packed = new byte[TernaryCodec.PackedBytes(values.Length)];
                 var codes = new sbyte[columns];
+                // Rows of a multiple of 4 values start on a byte: the thresholded quantizer writes their codes in place.
+                bool inPlace = compression == GradientCompression.Ternary && columns % 4 == 0;
                 for (int r = 0; r < sentRows; r++)
                 {
                     long at = (ids is null ? r : ids[r]) * columns;
                     var slot = residual.AsSpan((int)at, (int)columns);
                     var row = values.Slice((int)(r * columns), (int)columns);
+                    if (inPlace)
+                    {
+                        scales[r] = TernaryCodec.QuantizeRowThresholdPacked(row, slot, packed.AsSpan((int)(r * columns / 4)));
+                        continue;
+                    }
                     scales[r] = compression == GradientCompression.Ternary
                         ? TernaryCodec.QuantizeRowThreshold(row, slot, codes)
                         : TernaryCodec.QuantizeRow(row, slot, codes, ref rng, clipSigmas);

@@ -37,6 +37,8 @@ public sealed class ParameterServerGrain(
     CheckpointManager? checkpoints;
     int version;
     byte[] weights = [];
+    /// <summary>The chunks of <see cref="weights"/>, cut once per version and shared by every worker's fetch.</summary>
+    byte[][]? weightChunks;
     byte[]? fullWeights;
     float[] embedding = [];
     bool committing, frozen;
@@ -102,7 +104,7 @@ public sealed class ParameterServerGrain(
         (server, spec, config, options, checkpoints) = (loaded, jobSpec, newConfig, newOptions, manager);
         version = (int)(latest?.Manifest.Step ?? 0);
         checkpointStep = latest is null ? -1 : version;
-        (weights, embedding, fullWeights) = (loaded.Weights, loaded.Embedding, null);
+        (weights, weightChunks, embedding, fullWeights) = (loaded.Weights, null, loaded.Embedding, null);
         arrived.Clear(); assembling.Clear(); recent.Clear();
         error = null; committing = frozen = false;
         // A store whose newest checkpoint is the last step (e.g. a run finished by `duck finetune`) has nothing left to
@@ -131,10 +133,16 @@ public sealed class ParameterServerGrain(
         return Task.FromResult<WeightsManifest?>(new(version, fullWeights.Length, Chunking.CountOf(fullWeights.Length), outer.Lineage));
     }
 
-    public Task<byte[]?> GetWeightsChunkAsync(int v, int index, bool full) =>
-        Task.FromResult(server is null || v != version ? null
-            : full && server.Outer is not null ? (fullWeights is null || committing ? null : Chunking.Slice(fullWeights, index))
-            : Chunking.Slice(weights, index));
+    public Task<PacketPart?> GetWeightsChunkAsync(int v, int index, bool full)
+    {
+        if (server is null || v != version) return Task.FromResult<PacketPart?>(null);
+        if (full && server.Outer is not null)
+            return Task.FromResult(fullWeights is null || committing ? null : new PacketPart(Chunking.Slice(fullWeights, index)));
+        weightChunks ??= Enumerable.Range(0, Chunking.CountOf(weights.Length)).Select(i => Chunking.Slice(weights, i)).ToArray();
+        if ((uint)index >= (uint)weightChunks.Length)
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"chunk index must be in 0..{weightChunks.Length - 1}");
+        return Task.FromResult<PacketPart?>(new PacketPart(weightChunks[index]));
+    }
 
     public Task<byte[]?> GetEmbeddingRowsAsync(int v, int[] rows)
     {
@@ -213,7 +221,7 @@ public sealed class ParameterServerGrain(
                 if (!double.IsFinite(loss)) error = $"loss became {loss} at step {step + i + 1}; lower the learning rate ({options.LearningRate})";
             }
             DuckMetrics.RecordSteps(this.GetPrimaryKeyString(), recent.TakeLast(covered));
-            (weights, embedding, fullWeights) = (result.Weights, result.Embedding, null);
+            (weights, weightChunks, embedding, fullWeights) = (result.Weights, null, result.Embedding, null);
             version = next;
             arrived.Clear();
             assembling.Clear();

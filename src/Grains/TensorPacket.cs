@@ -79,11 +79,38 @@ public sealed class TensorPacketWriter
         writer.Write(packed);
     }
 
+    /// <summary>The packet. When the writer was created with exactly its size (<see cref="Bytes"/>), its own buffer, not a copy.</summary>
     public byte[] ToArray()
     {
         writer.Flush();
-        var bytes = stream.ToArray();
+        var bytes = stream.Length == stream.Capacity ? stream.GetBuffer() : stream.ToArray();
         BitConverter.TryWriteBytes(bytes.AsSpan(5, 4), count);
+        return bytes;
+    }
+
+    /// <summary>Bytes of a packet's header (before its entries).</summary>
+    public const int HeaderBytes = 9;
+
+    /// <summary>Bytes of one entry as the writer lays it out: <paramref name="sentRows"/> rows of <paramref name="columns"/>
+    /// values (with their ids when <paramref name="byRows"/>), and for ternary one scale per sent row.</summary>
+    public static long Bytes(string name, EntryKind kind, long sentRows, long columns, bool byRows, int scales = 0)
+    {
+        int nameBytes = Encoding.UTF8.GetByteCount(name);
+        long header = LengthPrefixBytes(nameBytes) + nameBytes + 1 + 8 + 8 + 4 + (byRows ? sentRows * 4 : 0);
+        long values = sentRows * columns;
+        return header + kind switch
+        {
+            EntryKind.Fp32 => values * 4,
+            EntryKind.Fp16 => values * 2,
+            _ => 4 + scales * 4L + TernaryCodec.PackedBytes(values),
+        };
+    }
+
+    /// <summary>BinaryWriter's 7-bit length prefix of a string of that many bytes.</summary>
+    static int LengthPrefixBytes(int length)
+    {
+        int bytes = 1;
+        for (uint rest = (uint)length >> 7; rest != 0; rest >>= 7) bytes++;
         return bytes;
     }
 }
@@ -230,11 +257,12 @@ public static class Chunking
         return Join(parts);
     }
 
-    /// <summary>Concatenates chunks in index order; throws when one is missing.</summary>
+    /// <summary>Concatenates chunks in index order (a single chunk is returned as it is); throws when one is missing.</summary>
     public static byte[] Join(IReadOnlyList<byte[]?> chunks)
     {
         for (int i = 0; i < chunks.Count; i++)
             if (chunks[i] is null) throw new InvalidDataException($"chunk {i} of {chunks.Count} is missing");
+        if (chunks.Count == 1) return chunks[0]!;
         var result = new byte[chunks.Sum(c => (long)c!.Length)];
         long at = 0;
         foreach (var c in chunks) { c!.CopyTo(result, at); at += c!.Length; }

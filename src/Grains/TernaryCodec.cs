@@ -2,6 +2,9 @@
 // ternarization, both with error feedback, and 2-bit packing of ternary values (4 per byte).
 // Pure C# on float spans: the scalar meaning is the documentation and the test oracle. Not the packet layout:
 // see TensorPacket for how encoded tensors are framed.
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Duck.Core.Data;
 
 namespace Duck.Grains;
@@ -72,27 +75,18 @@ public static class TernaryCodec
     {
         int i = 0;
         for (; i < output.Length && ((first + i) & 3) != 0; i++) output[i] = (add ? output[i] : 0) + Single(packed, first + i, scale);
-        var table = Decoded.AsSpan();
         int bytes = (output.Length - i) >> 2;
         var source = packed.Slice((int)((first + i) >> 2), bytes);
+        ref float table = ref MemoryMarshal.GetArrayDataReference(Decoded);
+        ref float target = ref MemoryMarshal.GetReference(output);
+        var s = Vector128.Create(scale);
         for (int b = 0; b < bytes; b++, i += 4)
         {
-            var four = table.Slice(source[b] * 4, 4);
-            if (float.IsNaN(four[0] + four[1] + four[2] + four[3])) Single(packed, first + i + FirstInvalid(source[b]), scale);
-            if (add)
-            {
-                output[i] += scale * four[0];
-                output[i + 1] += scale * four[1];
-                output[i + 2] += scale * four[2];
-                output[i + 3] += scale * four[3];
-            }
-            else
-            {
-                output[i] = scale * four[0];
-                output[i + 1] = scale * four[1];
-                output[i + 2] = scale * four[2];
-                output[i + 3] = scale * four[3];
-            }
+            int code = source[b];
+            if ((code & (code >> 1) & 0x55) != 0) Single(packed, first + i + FirstInvalid(source[b]), scale); // throws
+            var four = s * Vector128.LoadUnsafe(ref table, (nuint)(code * 4)); // scale * t, as one product per value
+            if (add) four += Vector128.LoadUnsafe(ref target, (nuint)i);
+            four.StoreUnsafe(ref target, (nuint)i);
         }
         for (; i < output.Length; i++) output[i] = (add ? output[i] : 0) + Single(packed, first + i, scale);
     }
@@ -161,6 +155,103 @@ public static class TernaryCodec
     /// </summary>
     public static float QuantizeRowThreshold(ReadOnlySpan<float> gradient, Span<float> residual, Span<sbyte> ternary)
     {
+        int n = gradient.Length;
+        float scale = ThresholdScale(gradient, residual, out float threshold);
+        if (scale == 0)
+        {
+            ternary[..n].Clear();
+            return 0;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            float v = residual[i];
+            int t = (v > threshold ? 1 : 0) - (v < -threshold ? 1 : 0);
+            ternary[i] = (sbyte)t;
+            residual[i] = v - t * scale;
+        }
+        return scale;
+    }
+
+    /// <summary>
+    /// <see cref="QuantizeRowThreshold"/> with the codes written packed: the row's codes from the start of
+    /// <paramref name="packed"/> (its first <see cref="PackedBytes"/>(n) bytes), as <see cref="Pack"/> lays them out.
+    /// The same scale, codes and residual, eight values per vector step.
+    /// </summary>
+    public static float QuantizeRowThresholdPacked(ReadOnlySpan<float> gradient, Span<float> residual, Span<byte> packed)
+    {
+        int n = gradient.Length;
+        packed = packed[..PackedBytes(n)];
+        float scale = ThresholdScale(gradient, residual, out float threshold);
+        packed.Clear();
+        if (scale == 0) return 0;
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var (above, below, s, one) = (Vector256.Create(threshold), Vector256.Create(-threshold), Vector256.Create(scale), Vector256.Create(1f));
+            ref float r = ref MemoryMarshal.GetReference(residual);
+            for (; i <= n - 8; i += 8)
+            {
+                var v = Vector256.LoadUnsafe(ref r, (nuint)i);
+                var positive = Vector256.GreaterThan(v, above);
+                var negative = Vector256.LessThan(v, below);
+                var t = (positive & one) - (negative & one);
+                (v - t * s).StoreUnsafe(ref r, (nuint)i); // v - t·scale, as the scalar loop rounds it
+                ushort codes = (ushort)(SpreadBits[(int)positive.ExtractMostSignificantBits()] | SpreadBits[(int)negative.ExtractMostSignificantBits()] << 1);
+                BinaryPrimitives.WriteUInt16LittleEndian(packed[(i >> 2)..], codes);
+            }
+        }
+        for (; i < n; i++)
+        {
+            float v = residual[i];
+            int positive = v > threshold ? 1 : 0, negative = v < -threshold ? 1 : 0;
+            residual[i] = v - (positive - negative) * scale;
+            packed[i >> 2] |= (byte)((positive | negative << 1) << ((i & 3) * 2));
+        }
+        return scale;
+    }
+
+    /// <summary>
+    /// Packs the ternary weights W_q / gamma = clamp(round(W / <paramref name="denominator"/>), -1, 1) (round half to even,
+    /// as BitQuant.TernaryWeights computes them) as 2-bit codes without materializing them: the value is +1 exactly when
+    /// W / denominator &gt; 0.5, -1 when it is &lt; -0.5. Returns whether any code is nonzero.
+    /// </summary>
+    public static bool PackTernaryWeights(ReadOnlySpan<float> weights, float denominator, Span<byte> packed)
+    {
+        int n = weights.Length, i = 0;
+        packed = packed[..PackedBytes(n)];
+        packed.Clear();
+        bool any = false;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var (d, half, minusHalf) = (Vector256.Create(denominator), Vector256.Create(0.5f), Vector256.Create(-0.5f));
+            ref float w = ref MemoryMarshal.GetReference(weights);
+            for (; i <= n - 8; i += 8)
+            {
+                var q = Vector256.LoadUnsafe(ref w, (nuint)i) / d;
+                uint positive = Vector256.GreaterThan(q, half).ExtractMostSignificantBits();
+                uint negative = Vector256.LessThan(q, minusHalf).ExtractMostSignificantBits();
+                any |= (positive | negative) != 0;
+                BinaryPrimitives.WriteUInt16LittleEndian(packed[(i >> 2)..], (ushort)(SpreadBits[(int)positive] | SpreadBits[(int)negative] << 1));
+            }
+        }
+        for (; i < n; i++)
+        {
+            float q = weights[i] / denominator;
+            int positive = q > 0.5f ? 1 : 0, negative = q < -0.5f ? 1 : 0;
+            any |= (positive | negative) != 0;
+            packed[i >> 2] |= (byte)((positive | negative << 1) << ((i & 3) * 2));
+        }
+        return any;
+    }
+
+    /// <summary>For every byte b, the 16-bit value with bit k of b moved to bit 2k (eight sign flags to eight 2-bit slots).</summary>
+    static readonly ushort[] SpreadBits = Enumerable.Range(0, 256)
+        .Select(b => (ushort)Enumerable.Range(0, 8).Sum(k => ((b >> k) & 1) << (2 * k))).ToArray();
+
+    /// <summary>The first two passes of the thresholded quantizer: residual becomes v = gradient + residual; returns the
+    /// scale (0 when nothing is kept) and the threshold 0.7·mean|v|.</summary>
+    static float ThresholdScale(ReadOnlySpan<float> gradient, Span<float> residual, out float threshold)
+    {
         int n = gradient.Length, width = System.Numerics.Vector<float>.Count, i = 0;
         residual = residual[..n];
         // Vectorized and branch-free where it can be: the keep/drop decisions are data-dependent coin flips that a
@@ -179,7 +270,7 @@ public static class TernaryCodec
             residual[i] = v;
             total += Math.Abs(v);
         }
-        float threshold = (float)(ThresholdOfMean * total / Math.Max(1, n));
+        threshold = (float)(ThresholdOfMean * total / Math.Max(1, n));
         var limit = new System.Numerics.Vector<float>(threshold);
         var keptSum = System.Numerics.Vector<float>.Zero;
         var keptCount = System.Numerics.Vector<int>.Zero;
@@ -192,24 +283,13 @@ public static class TernaryCodec
         }
         double kept = System.Numerics.Vector.Sum(keptSum);
         long keptN = System.Numerics.Vector.Sum(keptCount);
+        float limitScalar = threshold;
         for (; i < n; i++)
         {
             float magnitude = Math.Abs(residual[i]);
-            if (magnitude > threshold) { kept += magnitude; keptN++; }
+            if (magnitude > limitScalar) { kept += magnitude; keptN++; }
         }
         float scale = keptN == 0 ? 0 : (float)(kept / keptN);
-        if (scale == 0 || !float.IsFinite(scale))
-        {
-            ternary[..n].Clear();
-            return 0;
-        }
-        for (i = 0; i < n; i++)
-        {
-            float v = residual[i];
-            int t = (v > threshold ? 1 : 0) - (v < -threshold ? 1 : 0);
-            ternary[i] = (sbyte)t;
-            residual[i] = v - t * scale;
-        }
-        return scale;
+        return scale == 0 || !float.IsFinite(scale) ? 0 : scale;
     }
 }

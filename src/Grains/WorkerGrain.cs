@@ -249,7 +249,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     }
 
     static Task<byte[]?> FetchAsync(IParameterServerGrain ps, WeightsManifest manifest, bool full) =>
-        Chunking.FetchAsync(manifest.Chunks, i => ps.GetWeightsChunkAsync(manifest.Version, i, full));
+        Chunking.FetchAsync(manifest.Chunks, async i => (await ps.GetWeightsChunkAsync(manifest.Version, i, full))?.Bytes);
 
     async Task PushAsync(IParameterServerGrain ps, int step, byte[] packet, (double Loss, long BytesDown, double[]? StepLosses) figures)
     {

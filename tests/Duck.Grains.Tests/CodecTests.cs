@@ -156,6 +156,95 @@ public class CodecTests
         }
     }
 
+    [Theory]
+    [InlineData(256)]
+    [InlineData(61)] // a tail after the last group of eight
+    [InlineData(4)]
+    public void QuantizeRowThresholdPacked_StepsOfErrorFeedback_SameScaleResidualAndCodesAsTheScalarQuantizer(int n)
+    {
+        var rng = new Random(n);
+        var (residual, residualPacked) = (new float[n], new float[n]);
+        for (int step = 0; step < 20; step++)
+        {
+            var g = Enumerable.Range(0, n).Select(i => (float)(rng.NextDouble() - 0.5) * (i % 5 + 1)).ToArray();
+            if (step == 3) g[n / 2] = 0; // rows with ties and zeros
+            var t = new sbyte[n];
+            var expected = new byte[TernaryCodec.PackedBytes(n)];
+            var packed = Enumerable.Repeat((byte)0xFF, expected.Length + 2).ToArray(); // stale bytes are overwritten
+
+            float scale = TernaryCodec.QuantizeRowThreshold(g, residual, t);
+            float scalePacked = TernaryCodec.QuantizeRowThresholdPacked(g, residualPacked, packed);
+            TernaryCodec.Pack(t, expected);
+
+            Assert.Equal(scale, scalePacked);
+            Assert.Equal(residual, residualPacked); // bit for bit: the vector step rounds v - t·scale as the scalar one does
+            Assert.Equal(expected, packed[..expected.Length]);
+            Assert.Equal(0xFF, packed[^1]); // nothing past the row
+        }
+    }
+
+    [Fact]
+    public void QuantizeRowThresholdPacked_AllZero_ScaleZeroAndZeroCodes()
+    {
+        var packed = Enumerable.Repeat((byte)0xFF, 4).ToArray();
+        var residual = new float[16];
+
+        Assert.Equal(0f, TernaryCodec.QuantizeRowThresholdPacked(new float[16], residual, packed));
+        Assert.Equal(new byte[4], packed);
+    }
+
+    [Theory]
+    [InlineData(37, 29)]
+    [InlineData(8, 256)]
+    public void PackTernaryWeights_RandomWeights_TheCodesAndScaleOfBitQuantTernaryWeights(int rows, int columns)
+    {
+        var rng = new Random(rows);
+        var values = Enumerable.Range(0, rows * columns).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.03f).ToArray();
+        using var w = TorchSharp.torch.tensor(values, new long[] { rows, columns });
+        using var q = Duck.Model.BitQuant.TernaryWeights(w);
+        var expected = Packed(q.sign().to(TorchSharp.torch.ScalarType.Int8).data<sbyte>().ToArray());
+        var packed = new byte[expected.Length];
+        var (gamma, denominator) = Duck.Model.BitQuant.TernaryScale(w);
+
+        Assert.True(TernaryCodec.PackTernaryWeights(values, denominator, packed));
+        Assert.Equal(expected, packed);
+        Assert.Equal(q.abs().max().item<float>(), gamma);
+    }
+
+    [Fact]
+    public void PackTernaryWeights_ValuesOnAndNextToTheRoundingBoundaries_RoundLikeTorch()
+    {
+        const float d = 0.0123f;
+        float edge = 0.5f * d;
+        var values = new[] { edge, MathF.BitIncrement(edge), MathF.BitDecrement(edge), 1.5f * d, 3 * d, 0f, -0f }
+            .SelectMany(v => new[] { v, -v }).ToArray(); // 14 values: a tail after the group of eight
+        using var w = TorchSharp.torch.tensor(values);
+        using var denominator = TorchSharp.torch.tensor(d);
+        using var rounded = w.div(denominator).round_().clamp_(-1, 1); // BitQuant.TernaryWeights' division and rounding
+        var expected = Packed(rounded.to(TorchSharp.torch.ScalarType.Int8).data<sbyte>().ToArray());
+        var packed = new byte[expected.Length];
+
+        TernaryCodec.PackTernaryWeights(values, d, packed);
+
+        Assert.Equal(expected, packed);
+    }
+
+    static byte[] Packed(sbyte[] codes)
+    {
+        var packed = new byte[TernaryCodec.PackedBytes(codes.Length)];
+        TernaryCodec.Pack(codes, packed);
+        return packed;
+    }
+
+    [Fact]
+    public void PackTernaryWeights_ZeroWeights_NoNonzeroCode()
+    {
+        var packed = Enumerable.Repeat((byte)0xFF, 3).ToArray();
+
+        Assert.False(TernaryCodec.PackTernaryWeights(new float[10], Duck.Model.BitQuant.Eps, packed));
+        Assert.Equal(new byte[3], packed);
+    }
+
     [Fact]
     public void Parse_CompressOptions_MapToEncodings()
     {
@@ -180,6 +269,27 @@ public class CodecTests
         Assert.Equal(new float[] { 1, 2, 3, 4, 5, 6 }, seen[0].Item3);
         Assert.Equal(new[] { 7, 3 }, seen[1].Item2);
         Assert.Equal(new float[] { 0.25f, -0.25f, 0, 2f }, seen[1].Item3);
+    }
+
+    [Fact]
+    public void Bytes_EveryEntryKind_SumsToThePacketsExactSize()
+    {
+        string longName = new('w', 200); // a two-byte length prefix
+        long size = TensorPacketWriter.HeaderBytes
+            + TensorPacketWriter.Bytes("a", EntryKind.Fp32, 2, 3, byRows: false)
+            + TensorPacketWriter.Bytes("é", EntryKind.Fp16, 1, 5, byRows: true)
+            + TensorPacketWriter.Bytes(longName, EntryKind.Ternary, 2, 7, byRows: true, scales: 2);
+        var writer = new TensorPacketWriter((int)size);
+        writer.WriteFp32("a", 2, 3, new float[] { 1, 2, 3, 4, 5, 6 });
+        writer.WriteFp16("é", 9, 5, new float[] { 1, 2, 3, 4, 5 }, rowIds: new[] { 4 });
+        writer.WriteTernary(longName, 10, 7, new float[] { 0.5f, 2f }, new sbyte[] { 1, -1, 0, 1, 0, 0, 1, -1, -1, 0, 1, 0, 0, 1 }, rowIds: new[] { 7, 3 });
+
+        var packet = writer.ToArray();
+        var names = new List<string>();
+        TensorPacketReader.Read(packet, (name, _, _, _, _) => names.Add(name));
+
+        Assert.Equal(size, packet.Length);
+        Assert.Equal(new[] { "a", "é", longName }, names);
     }
 
     [Fact]
