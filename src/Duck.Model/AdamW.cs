@@ -30,15 +30,19 @@ public sealed class AdamW : IDisposable
         double bc1 = 1 - Math.Pow(Beta1, StepCount), bc2 = 1 - Math.Pow(Beta2, StepCount);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
+        // Explicit Scalars held to the end: implicit ones are temporaries the finalizer may free mid-call (see BitQuant).
+        using Scalar beta1 = Beta1.ToScalar(), keep1 = (1 - Beta1).ToScalar(), beta2 = Beta2.ToScalar(), keep2 = (1 - Beta2).ToScalar(),
+            decay = (1 - learningRate * weightDecay).ToScalar(), correction2 = bc2.ToScalar(), eps = Eps.ToScalar(),
+            stepSize = (-learningRate / bc1).ToScalar();
         foreach (var (_, p, m, v) in slots)
         {
             var g = p.grad;
             if (g is null) continue;
-            m.mul_(Beta1).add_(g, alpha: 1 - Beta1);
-            v.mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
-            if (weightDecay > 0 && p.dim() >= 2) p.mul_(1 - learningRate * weightDecay);
-            var denom = v.div(bc2).sqrt_().add_(Eps);
-            p.addcdiv_(m, denom, value: -learningRate / bc1);
+            m.mul_(beta1).add_(g, alpha: keep1);
+            v.mul_(beta2).addcmul_(g, g, value: keep2);
+            if (weightDecay > 0 && p.dim() >= 2) p.mul_(decay);
+            var denom = v.div(correction2).sqrt_().add_(eps);
+            p.addcdiv_(m, denom, value: stepSize);
         }
     }
 

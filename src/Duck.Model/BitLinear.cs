@@ -12,21 +12,29 @@ public static class BitQuant
 {
     public const float Eps = 1e-5f;
 
+    // The constants as Scalars made once. A Scalar converted implicitly from a number is a temporary that TorchSharp
+    // 0.107 leaves to the finalizer, which can free it while the native call using it still runs: a worker step
+    // failed once with "Unknown scalar type" in TernaryWeights' div_ (a low-communication test in CI).
+    static readonly Scalar EpsScalar = Eps.ToScalar(), MinusOne = (-1).ToScalar(), One = 1.ToScalar(),
+        Int8Min = (-128).ToScalar(), Int8Max = 127.ToScalar(), Int8MaxFloat = 127f.ToScalar();
+
     /// <summary>Effectively W_q = clamp(round(W / (gamma + eps)), -1, 1) * gamma with gamma = mean(|W|).</summary>
     public static Tensor TernaryWeights(Tensor w)
     {
         using var noGrad = no_grad();
-        using var gamma = w.norm(1f).div_(w.numel());                       // mean|W| without an |W| temporary
-        using var denominator = gamma + Eps;
-        return w.div(denominator).round_().clamp_(-1, 1).mul_(gamma);     // one temporary, the rest in place
+        using var count = w.numel().ToScalar();
+        using var gamma = w.norm(1f).div_(count);                           // mean|W| without an |W| temporary
+        using var denominator = gamma.add(EpsScalar);
+        return w.div(denominator).round_().clamp_(MinusOne, One).mul_(gamma); // one temporary, the rest in place
     }
 
     /// <summary>gamma and gamma + eps of <see cref="TernaryWeights"/>, computed as it computes them.</summary>
     public static (float Gamma, float Denominator) TernaryScale(Tensor w)
     {
         using var noGrad = no_grad();
-        using var gamma = w.norm(1f).div_(w.numel());
-        using var denominator = gamma + Eps;
+        using var count = w.numel().ToScalar();
+        using var gamma = w.norm(1f).div_(count);
+        using var denominator = gamma.add(EpsScalar);
         return (gamma.item<float>(), denominator.item<float>());
     }
 
@@ -34,8 +42,8 @@ public static class BitQuant
     public static Tensor Int8Activations(Tensor x)
     {
         using var noGrad = no_grad();
-        using var scale = x.abs().amax(new long[] { -1 }, keepdim: true).clamp_min_(Eps).reciprocal_().mul_(127f);
-        return x.mul(scale).round_().clamp_(-128, 127).div_(scale);
+        using var scale = x.abs().amax(new long[] { -1 }, keepdim: true).clamp_min_(EpsScalar).reciprocal_().mul_(Int8MaxFloat);
+        return x.mul(scale).round_().clamp_(Int8Min, Int8Max).div_(scale);
     }
 
     /// <summary>Straight-through estimator: exactly the forward value of <paramref name="quantized"/> (q + 0, where

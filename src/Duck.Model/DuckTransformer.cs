@@ -12,12 +12,13 @@ namespace Duck.Model;
 /// <summary>x / sqrt(mean(x^2) + eps) * w over the last dimension.</summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
+    static readonly Scalar Two = 2.ToScalar(); // made once: see BitQuant on implicit Scalar temporaries
     readonly Parameter weight;
-    readonly double eps;
+    readonly Scalar eps;
 
     public RmsNorm(long dim, double eps) : base(nameof(RmsNorm))
     {
-        this.eps = eps;
+        this.eps = eps.ToScalar();
         weight = new Parameter(ones(dim));
         RegisterComponents();
     }
@@ -25,7 +26,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var rms = x.pow(2).mean(new long[] { -1 }, keepdim: true).add(eps).rsqrt();
+        var rms = x.pow(Two).mean(new long[] { -1 }, keepdim: true).add(eps).rsqrt();
         return (x * rms * weight).MoveToOuterDisposeScope();
     }
 }

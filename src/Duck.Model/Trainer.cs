@@ -135,7 +135,8 @@ public sealed class Trainer : IDisposable
             var x = tensor(inputs, new long[] { options.BatchSize, options.SequenceLength });
             var y = tensor(targets, new long[] { options.BatchSize, options.SequenceLength });
             var loss = Model.Loss(x, y);
-            (loss / options.GradAccumulation).backward();
+            using var share = options.GradAccumulation.ToScalar(); // held: see BitQuant on implicit Scalar temporaries
+            loss.div(share).backward();
             lossSum += loss.item<float>();
         }
         if (options.GradClip > 0) nn.utils.clip_grad_norm_(Model.parameters(), options.GradClip);

@@ -214,7 +214,8 @@ public sealed class LocalReplica : IDisposable
             {
                 using var micro = NewDisposeScope();
                 var loss = model.Loss(tensor(b.Inputs, new long[] { b.BatchSize, b.SequenceLength }), tensor(b.Targets, new long[] { b.BatchSize, b.SequenceLength }));
-                (loss / steps[s].Length).backward();
+                using var share = TorchSharp.ScalarExtensionMethods.ToScalar(steps[s].Length); // held: see BitQuant on implicit Scalar temporaries
+                loss.div(share).backward();
                 losses[s] += loss.item<float>() / steps[s].Length;
             }
             if (clip > 0) nn.utils.clip_grad_norm_(model.parameters(), clip);

@@ -277,7 +277,8 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             var y = tensor(b.Targets, new long[] { b.BatchSize, b.SequenceLength });
             var loss = model.Loss(x, y);
             // Scaled by the global micro-batch count, as the single-process trainer does: the server only sums.
-            (loss / (batches.Length * spec.Workers)).backward();
+            using var share = TorchSharp.ScalarExtensionMethods.ToScalar(batches.Length * spec.Workers); // held: see BitQuant on implicit Scalar temporaries
+            loss.div(share).backward();
             lossSum += loss.item<float>();
         }
         phase = DuckMetrics.RecordPhase(jobId, "forward_backward", phase);
