@@ -22,20 +22,28 @@ public static class BitQuant
     public static Tensor TernaryWeights(Tensor w)
     {
         using var noGrad = no_grad();
-        using var count = w.numel().ToScalar();
-        using var gamma = w.norm(1f).div_(count);                           // mean|W| without an |W| temporary
-        using var denominator = gamma.add(EpsScalar);
-        return w.div(denominator).round_().clamp_(MinusOne, One).mul_(gamma); // one temporary, the rest in place
+        var (gamma, denominator) = Scale(w);
+        using (gamma)
+        using (denominator)
+            return w.div(denominator).round_().clamp_(MinusOne, One).mul_(gamma); // one temporary, the rest in place
     }
 
     /// <summary>gamma and gamma + eps of <see cref="TernaryWeights"/>, computed as it computes them.</summary>
     public static (float Gamma, float Denominator) TernaryScale(Tensor w)
     {
         using var noGrad = no_grad();
+        var (gamma, denominator) = Scale(w);
+        using (gamma)
+        using (denominator)
+            return (gamma.item<float>(), denominator.item<float>());
+    }
+
+    /// <summary>gamma = mean|W| (without an |W| temporary) and gamma + eps, as 0-dimensional tensors.</summary>
+    static (Tensor Gamma, Tensor Denominator) Scale(Tensor w)
+    {
         using var count = w.numel().ToScalar();
-        using var gamma = w.norm(1f).div_(count);
-        using var denominator = gamma.add(EpsScalar);
-        return (gamma.item<float>(), denominator.item<float>());
+        var gamma = w.norm(1f).div_(count);
+        return (gamma, gamma.add(EpsScalar));
     }
 
     /// <summary>Effectively x_q = clamp(round(x * s), -128, 127) / s with s = 127 / max|x| per token (last dim).</summary>

@@ -194,7 +194,7 @@ public sealed class LocalReplica : IDisposable
         int dim = values.Length / Math.Max(1, rows.Length);
         if (dim * rows.Length != values.Length || (long)dim * model.Config.VocabSize != target.Length)
             throw new InvalidDataException($"{rowBytes.Length} bytes are not {rows.Length} embedding rows of this model");
-        for (int r = 0; r < rows.Length; r++) values.Slice(r * dim, dim).CopyTo(target.AsSpan(rows[r] * dim, dim));
+        ModelExchange.ScatterRows(values, dim, rows, target);
     }
 
     /// <summary>One round: from the replica view, one AdamW step per entry of <paramref name="steps"/> (its micro-batches,

@@ -60,15 +60,32 @@ public static class ModelExchange
     /// <summary>fp32 bytes of the given rows of an embedding held row-major in <paramref name="source"/>.</summary>
     public static byte[] EmbeddingRows(float[] source, ModelConfig config, int[] rows)
     {
-        int dim = config.ModelDim, vocab = config.VocabSize;
-        var result = new byte[rows.Length * dim * 4];
-        var target = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(result.AsSpan());
+        var result = new byte[rows.Length * config.ModelDim * 4];
+        GatherRows(source, config.ModelDim, rows, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(result.AsSpan()));
+        return result;
+    }
+
+    /// <summary>target[r] = source row rows[r], for a row-major source of <paramref name="columns"/> values per row.</summary>
+    public static void GatherRows(ReadOnlySpan<float> source, int columns, int[] rows, Span<float> target)
+    {
+        long count = source.Length / columns;
         for (int r = 0; r < rows.Length; r++)
         {
-            if ((uint)rows[r] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(rows), rows[r], $"embedding row must be in 0..{vocab - 1}");
-            for (int c = 0; c < dim; c++) target[r * dim + c] = source[(long)rows[r] * dim + c];
+            if ((uint)rows[r] >= (ulong)count) throw new ArgumentOutOfRangeException(nameof(rows), rows[r], $"row must be in 0..{count - 1}");
+            source.Slice(rows[r] * columns, columns).CopyTo(target.Slice(r * columns, columns));
         }
-        return result;
+    }
+
+    /// <summary>Target row rows[r] = source[r]: the inverse of <see cref="GatherRows"/>; source must hold rows.Length rows.</summary>
+    public static void ScatterRows(ReadOnlySpan<float> source, int columns, int[] rows, Span<float> target)
+    {
+        if (source.Length != (long)rows.Length * columns) throw new InvalidDataException($"{source.Length} values are not {rows.Length} rows of {columns}");
+        long count = target.Length / columns;
+        for (int r = 0; r < rows.Length; r++)
+        {
+            if ((uint)rows[r] >= (ulong)count) throw new InvalidDataException($"row {rows[r]} is not in 0..{count - 1}");
+            source.Slice(r * columns, columns).CopyTo(target.Slice(rows[r] * columns, columns));
+        }
     }
 
     /// <summary>Loads a weight packet (and the embedding rows it omits) into a replica running with prequantized weights.</summary>
@@ -88,16 +105,9 @@ public static class ModelExchange
         // Rows copied straight into the parameter: no index and value tensors (native temporaries of a size that changes
         // with every batch's rows, between the forward passes whose big tensors reuse libtorch's freed blocks).
         var embedding = parameters[TensorNames.Embedding];
-        int dim = replica.Config.ModelDim, vocab = replica.Config.VocabSize;
         if (!embedding.is_contiguous()) throw new InvalidOperationException($"parameter '{TensorNames.Embedding}' is not contiguous");
-        var source = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rowBytes.AsSpan());
-        if (source.Length != (long)rowIds.Length * dim) throw new InvalidDataException($"{source.Length} embedding values for {rowIds.Length} rows of {dim}");
-        var target = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(embedding.bytes);
-        for (int r = 0; r < rowIds.Length; r++)
-        {
-            if ((uint)rowIds[r] >= (uint)vocab) throw new InvalidDataException($"embedding row {rowIds[r]} is not in 0..{vocab - 1}");
-            source.Slice(r * dim, dim).CopyTo(target.Slice(rowIds[r] * dim, dim));
-        }
+        ScatterRows(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rowBytes.AsSpan()), replica.Config.ModelDim, rowIds,
+                    System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(embedding.bytes));
     }
 
     /// <summary>Encodes a replica's gradients: the embedding only for <paramref name="rowIds"/> (its other rows are zero),
@@ -128,11 +138,7 @@ public static class ModelExchange
                 // The embedding's gradient is zero outside the batch's rows: only those are sent, gathered in managed memory
                 // (no native index_select of a size that changes every step).
                 gathered = System.Buffers.ArrayPool<float>.Shared.Rent((int)(ids.Length * columns));
-                for (int r = 0; r < ids.Length; r++)
-                {
-                    if ((uint)ids[r] >= (uint)rows) throw new ArgumentOutOfRangeException(nameof(rowIds), ids[r], $"embedding row must be in 0..{rows - 1}");
-                    values.Slice((int)(ids[r] * columns), (int)columns).CopyTo(gathered.AsSpan((int)(r * columns)));
-                }
+                GatherRows(values, (int)columns, ids, gathered);
                 values = gathered.AsSpan(0, (int)(ids.Length * columns));
             }
             residuals.TryGetValue(name, out var residual);

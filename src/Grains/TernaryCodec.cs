@@ -196,8 +196,7 @@ public static class TernaryCodec
                 var negative = Vector256.LessThan(v, below);
                 var t = (positive & one) - (negative & one);
                 (v - t * s).StoreUnsafe(ref r, (nuint)i); // v - t·scale, as the scalar loop rounds it
-                ushort codes = (ushort)(SpreadBits[(int)positive.ExtractMostSignificantBits()] | SpreadBits[(int)negative.ExtractMostSignificantBits()] << 1);
-                BinaryPrimitives.WriteUInt16LittleEndian(packed[(i >> 2)..], codes);
+                WriteEight(packed, i, positive.ExtractMostSignificantBits(), negative.ExtractMostSignificantBits());
             }
         }
         for (; i < n; i++)
@@ -205,7 +204,7 @@ public static class TernaryCodec
             float v = residual[i];
             int positive = v > threshold ? 1 : 0, negative = v < -threshold ? 1 : 0;
             residual[i] = v - (positive - negative) * scale;
-            packed[i >> 2] |= (byte)((positive | negative << 1) << ((i & 3) * 2));
+            WriteOne(packed, i, positive, negative);
         }
         return scale;
     }
@@ -231,7 +230,7 @@ public static class TernaryCodec
                 uint positive = Vector256.GreaterThan(q, half).ExtractMostSignificantBits();
                 uint negative = Vector256.LessThan(q, minusHalf).ExtractMostSignificantBits();
                 any |= (positive | negative) != 0;
-                BinaryPrimitives.WriteUInt16LittleEndian(packed[(i >> 2)..], (ushort)(SpreadBits[(int)positive] | SpreadBits[(int)negative] << 1));
+                WriteEight(packed, i, positive, negative);
             }
         }
         for (; i < n; i++)
@@ -239,10 +238,18 @@ public static class TernaryCodec
             float q = weights[i] / denominator;
             int positive = q > 0.5f ? 1 : 0, negative = q < -0.5f ? 1 : 0;
             any |= (positive | negative) != 0;
-            packed[i >> 2] |= (byte)((positive | negative << 1) << ((i & 3) * 2));
+            WriteOne(packed, i, positive, negative);
         }
         return any;
     }
+
+    /// <summary>The codes of values first..first+7 (first a multiple of 8) from their +1 and -1 flags, bit k for value k.</summary>
+    static void WriteEight(Span<byte> packed, int first, uint positive, uint negative) =>
+        BinaryPrimitives.WriteUInt16LittleEndian(packed[(first >> 2)..], (ushort)(SpreadBits[(int)positive] | SpreadBits[(int)negative] << 1));
+
+    /// <summary>ORs the code of value i (from its +1 and -1 flags, each 0 or 1) into a cleared packed buffer.</summary>
+    static void WriteOne(Span<byte> packed, int i, int positive, int negative) =>
+        packed[i >> 2] |= (byte)((positive | negative << 1) << ((i & 3) * 2));
 
     /// <summary>For every byte b, the 16-bit value with bit k of b moved to bit 2k (eight sign flags to eight 2-bit slots).</summary>
     static readonly ushort[] SpreadBits = Enumerable.Range(0, 256)

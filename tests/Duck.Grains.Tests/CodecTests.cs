@@ -293,6 +293,24 @@ public class CodecTests
     }
 
     [Fact]
+    public void GatherThenScatterRows_SomeRows_LandWhereTheyCameFromAndBadRowsThrow()
+    {
+        var source = Enumerable.Range(0, 5 * 3).Select(i => (float)i).ToArray(); // 5 rows of 3
+        var rows = new[] { 4, 1 };
+        var gathered = new float[6];
+
+        ModelExchange.GatherRows(source, 3, rows, gathered);
+        var target = new float[15];
+        ModelExchange.ScatterRows(gathered, 3, rows, target);
+
+        Assert.Equal(new float[] { 12, 13, 14, 3, 4, 5 }, gathered);
+        Assert.Equal(new float[] { 0, 0, 0, 3, 4, 5, 0, 0, 0, 0, 0, 0, 12, 13, 14 }, target);
+        Assert.Throws<ArgumentOutOfRangeException>(() => ModelExchange.GatherRows(source, 3, new[] { 5 }, new float[3]));
+        Assert.Throws<InvalidDataException>(() => ModelExchange.ScatterRows(gathered, 3, new[] { 0, 5 }, target));
+        Assert.Throws<InvalidDataException>(() => ModelExchange.ScatterRows(gathered, 3, new[] { 0 }, target));
+    }
+
+    [Fact]
     public void Chunking_PayloadOfSeveralChunks_JoinsBackExactly()
     {
         var payload = new byte[Payloads.MaxChunkBytes * 2 + 12345];
