@@ -39,6 +39,7 @@ public sealed class ParameterServerGrain(
     byte[] weights = [];
     /// <summary>The chunks of <see cref="weights"/>, cut once per version and shared by every worker's fetch.</summary>
     byte[][]? weightChunks;
+    readonly OffGrainWork work = new();
     byte[]? fullWeights;
     float[] embedding = [];
     bool committing, frozen;
@@ -57,7 +58,7 @@ public sealed class ParameterServerGrain(
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
     {
-        server?.Dispose();
+        work.DisposeAfter(server); // a commit may still be running on it
         return Task.CompletedTask;
     }
 
@@ -99,8 +100,8 @@ public sealed class ParameterServerGrain(
                 throw new InvalidDataException($"base checkpoint {jobSpec.BaseCheckpoint} holds a different model ({JsonSerializer.Serialize(baseModel)}) " +
                     $"than preset '{jobSpec.Preset}' ({JsonSerializer.Serialize(newConfig)})");
         }
-        var loaded = await Task.Run(() => ServerModel.Create(newConfig, newOptions, jobSpec, latest ?? baseCheckpoint, latest is null, validation, shard0));
-        server?.Dispose();
+        var loaded = await work.Run(() => ServerModel.Create(newConfig, newOptions, jobSpec, latest ?? baseCheckpoint, latest is null, validation, shard0));
+        work.DisposeAfter(server);
         (server, spec, config, options, checkpoints) = (loaded, jobSpec, newConfig, newOptions, manager);
         version = (int)(latest?.Manifest.Step ?? 0);
         checkpointStep = latest is null ? -1 : version;
@@ -109,7 +110,7 @@ public sealed class ParameterServerGrain(
         error = null; committing = frozen = false;
         // A store whose newest checkpoint is the last step (e.g. a run finished by `duck finetune`) has nothing left to
         // commit: validate now, so that the job can complete.
-        valLoss = version >= newOptions.Steps && jobSpec.EvalBatches > 0 ? await Task.Run(loaded.Evaluate) : null;
+        valLoss = version >= newOptions.Steps && jobSpec.EvalBatches > 0 ? await work.Run(loaded.Evaluate) : null;
         lastCommitTimestamp = Stopwatch.GetTimestamp();
         Log.ServerReady(logger, this.GetPrimaryKeyString(), version, RuntimeIdentity);
     }
@@ -181,7 +182,7 @@ public sealed class ParameterServerGrain(
         while (committing) await Task.Delay(50);
         try { await checkpointWrites; } catch (Exception) { /* its error is reported; written again below */ }
         if (checkpointStep == version) return version; // the commit's own checkpoint covers it
-        var snapshot = await Task.Run(() => server.Snapshot(version));
+        var snapshot = await work.Run(() => server.Snapshot(version));
         await WriteCheckpointAsync(snapshot);
         return version;
     }
@@ -207,8 +208,8 @@ public sealed class ParameterServerGrain(
             float scale = (float)spec.Workers / contributions.Count; // workers send gradients pre-divided by the full count
             string job = this.GetPrimaryKeyString();
             var result = spec.SyncEvery > 1
-                ? await Task.Run(() => server!.ApplyOuter(packets, step, next, checkpoint, last))
-                : await Task.Run(() => server!.Apply(job, packets, scale, lr, wd, checkpoint, last));
+                ? await work.Run(() => server!.ApplyOuter(packets, step, next, checkpoint, last))
+                : await work.Run(() => server!.Apply(job, packets, scale, lr, wd, checkpoint, last));
             double ms = Stopwatch.GetElapsedTime(lastCommitTimestamp).TotalMilliseconds / covered;
             lastCommitTimestamp = Stopwatch.GetTimestamp();
             long tokens = (long)contributions.Count * spec.MicroBatchesPerWorker * spec.BatchSize * spec.SequenceLength;

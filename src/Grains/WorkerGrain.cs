@@ -40,6 +40,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     double tokensPerSecond;
     DateTime movingUntil;
     (WorkerCarry Carry, byte[] Tensors)? carry;
+    readonly OffGrainWork work = new();
 
     public Task ComputeAsync(StepOrder order)
     {
@@ -68,8 +69,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken ct)
     {
         if (reason.ReasonCode == DeactivationReasonCode.Migrating) carry = Pack();
-        replica?.Dispose();
-        local?.Dispose();
+        work.DisposeAfter(replica, local); // a step may still be computing on them
         return Task.CompletedTask;
     }
 
@@ -153,7 +153,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             replica?.Dispose();
             int workerIndex = order.WorkerIndex;
             IStepBatches? batchesOfWorker = null;
-            replica = await Task.Run(() =>
+            replica = await work.Run(() =>
             {
                 batchesOfWorker = JobData.Batches(s, workerIndex, shard); // fine-tuning tokenizes its conversations here
                 var model = new DuckTransformer(JobData.Model(s), s.Seed);
@@ -162,7 +162,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             });
             (spec, index, cursor) = (s, workerIndex, batchesOfWorker);
             residuals.Clear();
-            if (carry is not null) await Task.Run(() => Unpack(s, workerIndex));
+            if (carry is not null) await work.Run(() => Unpack(s, workerIndex));
         }
         if (order.Spec.SyncEvery > 1)
         {
@@ -184,7 +184,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
 
         var (model, s2, worker, step) = (replica, spec!, index, order.Step);
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var (packet, loss) = await Task.Run(() => Compute(model, s2, order.JobId, worker, step, batches, weights, rows, rowBytes, residuals));
+        var (packet, loss) = await work.Run(() => Compute(model, s2, order.JobId, worker, step, batches, weights, rows, rowBytes, residuals));
         RecordThroughput(batches.Sum(b => (long)b.BatchSize * b.SequenceLength), started);
         (lastStep, lastPacket, lastFigures) = (step, packet, (loss, bytesDown, null));
         phase = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -196,7 +196,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
     /// take up to SyncEvery local AdamW steps, push the encoded weight delta with the loss of every local step.</summary>
     async Task RoundAsync(IParameterServerGrain ps, StepOrder order)
     {
-        local ??= await Task.Run(() => new LocalReplica(order.Spec));
+        local ??= await work.Run(() => new LocalReplica(order.Spec));
         var s = spec!;
         var options = JobData.Options(s);
         int n = Math.Min(s.SyncEvery, s.Steps - order.Step);
@@ -218,7 +218,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
             rowBytes = fetched;
         }
         var replicaView = local;
-        await Task.Run(() =>
+        await work.Run(() =>
         {
             replicaView.Follow(manifest, packet, full);
             if (rowBytes.Length > 0) replicaView.SetEmbeddingRows(rows!, rowBytes);
@@ -227,7 +227,7 @@ public sealed class WorkerGrain(ILogger<WorkerGrain> logger) : Grain, IWorkerGra
         var schedule = Enumerable.Range(order.Step, n).Select(t => TwoStageSchedule.At(options, t)).ToArray();
         ulong seed = SplitMix64.Mix((ulong)s.Seed ^ ((ulong)order.Step << 20) ^ (ulong)index);
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var (delta, losses) = await Task.Run(() => replicaView.Run(steps, schedule, s.GradClip, s.Compression, seed, rows));
+        var (delta, losses) = await work.Run(() => replicaView.Run(steps, schedule, s.GradClip, s.Compression, seed, rows));
         RecordThroughput(steps.Sum(batches => batches.Sum(b => (long)b.BatchSize * b.SequenceLength)), started);
         long bytesDown = packet.Length + rowBytes.Length + (rowBytes.Length > 0 ? rows!.Length * 4L : 0);
         (lastStep, lastPacket, lastFigures) = (order.Step, delta, (losses.Average(), bytesDown, losses));
