@@ -4,16 +4,20 @@
 // under a running libtorch op (SIGSEGV in bump_version, or "Tensor invalid -- empty handle").
 namespace Duck.Grains;
 
+//
+// The work runs on a thread of its own, not on the thread pool: a step's forward and backward block their thread for
+// seconds, and on a silo given one core the pool has one thread, so Orleans' message processing then waited for the
+// pool to inject another (a remote worker's push answered 1.5 s late).
 /// <summary>Runs off-grain work and disposes models after whatever of it is still running.</summary>
 public sealed class OffGrainWork
 {
     Task running = Task.CompletedTask;
 
-    /// <summary>Task.Run, remembered.</summary>
-    public Task<T> Run<T>(Func<T> work) => Remember(Task.Run(work));
+    /// <summary>Starts <paramref name="work"/> on a dedicated thread, remembered.</summary>
+    public Task<T> Run<T>(Func<T> work) => Remember(Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default));
 
-    /// <summary>Task.Run, remembered.</summary>
-    public Task Run(Action work) => Remember(Task.Run(work));
+    /// <summary>Starts <paramref name="work"/> on a dedicated thread, remembered.</summary>
+    public Task Run(Action work) => Remember(Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default));
 
     T Remember<T>(T task) where T : Task
     {

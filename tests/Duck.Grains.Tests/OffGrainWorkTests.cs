@@ -40,4 +40,20 @@ public class OffGrainWorkTests
 
         Assert.True(flag.Disposed);
     }
+
+    [Fact]
+    public async Task Run_BlockingWork_LeavesThePoolItsThreads()
+    {
+        // A step blocks its thread for seconds; on the pool it starved the silo's message processing (one core, one thread).
+        var work = new OffGrainWork();
+        var gate = new ManualResetEventSlim();
+        bool? onPool = null;
+        var blocking = work.Run(() => { onPool = Thread.CurrentThread.IsThreadPoolThread; gate.Wait(); });
+        var other = work.Run(() => Thread.CurrentThread.IsThreadPoolThread);
+
+        Assert.False(await other.WaitAsync(TimeSpan.FromSeconds(10)));
+        gate.Set();
+        await blocking;
+        Assert.False(onPool);
+    }
 }
