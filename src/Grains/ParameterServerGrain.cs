@@ -107,6 +107,7 @@ public sealed class ParameterServerGrain(
         checkpointStep = latest is null ? -1 : version;
         (weights, weightChunks, embedding, fullWeights) = (loaded.Weights, null, loaded.Embedding, null);
         arrived.Clear(); assembling.Clear(); recent.Clear();
+        if (latest is not null) recent.AddRange(MetricsOf(latest.Manifest));
         error = null; committing = frozen = false;
         // A store whose newest checkpoint is the last step (e.g. a run finished by `duck finetune`) has nothing left to
         // commit: validate now, so that the job can complete.
@@ -183,7 +184,7 @@ public sealed class ParameterServerGrain(
         try { await checkpointWrites; } catch (Exception) { /* its error is reported; written again below */ }
         if (checkpointStep == version) return version; // the commit's own checkpoint covers it
         var snapshot = await work.Run(() => server.Snapshot(version));
-        await WriteCheckpointAsync(snapshot);
+        await WriteCheckpointAsync(WithMetrics(snapshot));
         return version;
     }
 
@@ -234,7 +235,7 @@ public sealed class ParameterServerGrain(
             }
             committing = false;
             GrainFactory.GetGrain<ITrainingJobGrain>(this.GetPrimaryKeyString()).CommittedAsync(version).Ignore();
-            if (result.Snapshot is { } snapshot) await WriteCheckpointAsync(snapshot);
+            if (result.Snapshot is { } snapshot) await WriteCheckpointAsync(WithMetrics(snapshot));
         }
         catch (Exception e)
         {
@@ -243,6 +244,21 @@ public sealed class ParameterServerGrain(
             committing = false;
         }
     }
+
+    /// <summary>The checkpoint carries the metrics of the steps it covers: a server lost after the checkpoint, before
+    /// the job read those steps' metrics, comes back with them (the job's history would otherwise miss those rows).</summary>
+    Snapshot WithMetrics(Snapshot snapshot)
+    {
+        snapshot.Manifest.State[MetricsKey] = JsonSerializer.SerializeToNode(recent.Where(m => m.Step <= snapshot.Step).ToArray(), MetricsJson);
+        return snapshot;
+    }
+
+    /// <summary>The metrics a checkpoint carries (none in one written by the single-process trainer).</summary>
+    static IEnumerable<StepMetric> MetricsOf(CheckpointManifest manifest) =>
+        manifest.State[MetricsKey]?.Deserialize<StepMetric[]>(MetricsJson)?.Where(m => m.Step <= manifest.Step) ?? [];
+
+    const string MetricsKey = "cluster_metrics";
+    static readonly JsonSerializerOptions MetricsJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     async Task WriteCheckpointAsync(Snapshot snapshot)
     {

@@ -236,4 +236,21 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
         Assert.Equal(0, done.Recoveries);
         Assert.Equal(Enumerable.Range(1, 30), (await job.GetHistoryAsync(0, 100)).Select(m => m.Step));
     }
+
+    [Fact]
+    public async Task ServerReloadedFromCheckpoint_StillHasTheMetricsOfTheStepsItCovers()
+    {
+        // A server lost after a checkpoint but before the job read that step's metrics comes back from the checkpoint:
+        // the metrics travel in it, so the job's history keeps those rows.
+        var spec = TestData.Job(fixture.DataFolder, steps: 6, GradientCompression.Ternary) with { CheckpointEvery = 3 };
+        await Client.GetGrain<ITrainingJobGrain>("reload").SubmitAsync(spec);
+        var done = await TestClusters.WaitAsync(Client, "reload", TimeSpan.FromSeconds(90));
+        var history = await Client.GetGrain<ITrainingJobGrain>("reload").GetHistoryAsync(0, 100);
+
+        var reloaded = await Client.GetGrain<IParameterServerGrain>("reload").StartAsync(spec, reloadCheckpoint: true);
+
+        Assert.True(done.State == JobState.Completed, done.Reason);
+        Assert.Equal(6, reloaded.Version);
+        Assert.Equal(history, reloaded.Recent);
+    }
 }
