@@ -174,6 +174,8 @@ public sealed record JobStatus
     [Id(9)] public int CheckpointStep { get; init; } = -1;
     /// <summary>Times the parameter server came back from a checkpoint after losing its activation.</summary>
     [Id(10)] public int Recoveries { get; init; }
+    /// <summary>The silo of the job's grain.</summary>
+    [Id(11)] public string? Silo { get; init; }
 
     public bool IsFinished => State is JobState.Completed or JobState.Failed or JobState.Cancelled;
 }

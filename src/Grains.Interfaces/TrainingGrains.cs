@@ -40,6 +40,26 @@ public interface ITrainingJobGrain : IGrainWithStringKey
     Task<JobStatus> ResumeAsync();
 }
 
+/// <summary>The cluster's running jobs (one grain, key <c>RunningJobs.Key</c>). Every silo pokes it periodically and it
+/// asks each job for its status, which re-activates a job whose silo died: a job drives its own steps from a timer, and
+/// without a caller nothing would bring it back while no client follows it.</summary>
+public interface IRunningJobsGrain : IGrainWithStringKey
+{
+    /// <summary>Remembers a job that runs (a job calls it when its driver starts).</summary>
+    [OneWay]
+    Task AddAsync(string jobId);
+
+    /// <summary>Asks every remembered job for its status and forgets those that no longer run; returns how many run.</summary>
+    [ResponseTimeout("00:00:25")]
+    Task<int> PokeAsync();
+}
+
+/// <summary>The key of the one <see cref="IRunningJobsGrain"/>.</summary>
+public static class RunningJobs
+{
+    public const string Key = "running";
+}
+
 /// <summary>The parameter server of one job (keyed by job id): latent fp32 weights and AdamW state, one gradient
 /// contribution per worker per step, averaging, the optimizer step, publication of the next weight version and
 /// checkpoints. Tensors are addressed by name, so the model can be split by parameter range over several servers.</summary>

@@ -40,4 +40,10 @@ static partial class Log
 
     [LoggerMessage(12, LogLevel.Warning, "worker {Worker}: {Bytes} bytes of state are too many to carry when moving; it restarts them as after a silo's death")]
     public static partial void CarryTooLarge(ILogger logger, string worker, long bytes);
+
+    [LoggerMessage(13, LogLevel.Warning, "running jobs: could not ask job {JobId} for its status; asking again next time")]
+    public static partial void JobPokeFailed(ILogger logger, Exception e, string jobId);
+
+    [LoggerMessage(14, LogLevel.Debug, "running jobs: the poke failed")]
+    public static partial void JobKeeperFailed(ILogger logger, Exception e);
 }

@@ -1,5 +1,5 @@
 // Wires the training grains into a silo: worker placement, the "duck" grain storage over a checkpoint store, and
-// libtorch's thread count. Hosts call AddDuckTraining; everything else (clustering, ports) is the host's business.
+// libtorch's thread count, and the job keeper. Hosts call AddDuckTraining; everything else (clustering, ports) is the host's business.
 using Duck.Core.Checkpoints;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Hosting;
@@ -15,6 +15,8 @@ public sealed record DuckSiloOptions
     public string StateStore { get; init; } = Path.Combine("runs", "cluster", "state");
     /// <summary>libtorch intra-op threads for this process (0: leave libtorch's default, all cores).</summary>
     public int TorchThreads { get; init; }
+    /// <summary>How often this silo pokes the running jobs, re-activating one whose silo died (zero: never).</summary>
+    public TimeSpan JobKeeperPeriod { get; init; } = TimeSpan.FromSeconds(30);
 }
 
 public static class SiloBuilderExtensions
@@ -23,6 +25,8 @@ public static class SiloBuilderExtensions
     {
         if (options.TorchThreads > 0) TorchSharp.torch.set_num_threads(options.TorchThreads);
         silo.AddPlacementDirector<SpreadWorkersPlacementStrategy, SpreadWorkersPlacementDirector>();
+        silo.Services.AddSingleton(options);
+        silo.Services.AddHostedService<JobKeeper>();
         silo.Services.AddGrainStorage(DuckStorage.Name, (sp, _) =>
             new CheckpointStoreGrainStorage(CheckpointStores.Open(options.StateStore), sp.GetRequiredService<Serializer>()));
         return silo;

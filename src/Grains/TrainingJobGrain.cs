@@ -158,6 +158,7 @@ public sealed class TrainingJobGrain(
         {
             JobId = JobId, State = S.State, Step = S.Step, Steps = S.Spec?.Steps ?? 0, Reason = S.Reason, Last = S.History.LastOrDefault(),
             ValLoss = S.ValLoss, CompressionRatio = ratio, Spec = S.Spec, CheckpointStep = S.CheckpointStep, Recoveries = S.Recoveries,
+            Silo = RuntimeIdentity,
         };
     }
 
@@ -165,6 +166,8 @@ public sealed class TrainingJobGrain(
     {
         timer ??= this.RegisterGrainTimer(TickAsync, new GrainTimerCreationOptions(TickPeriod, TickPeriod) { Interleave = false, KeepAlive = true });
         serverReachableAt = DateTime.UtcNow;
+        // Remembered by the running jobs, which re-activate this grain if its silo dies (see RunningJobsGrain).
+        GrainFactory.GetGrain<IRunningJobsGrain>(RunningJobs.Key).AddAsync(JobId).Ignore();
     }
 
     void StopDriver()

@@ -62,7 +62,7 @@ static class TestClusters
         var builder = new InProcessTestClusterBuilder((short)silos);
         builder.ConfigureSilo((_, silo) =>
         {
-            silo.AddDuckTraining(new DuckSiloOptions { StateStore = stateStore, TorchThreads = 1 });
+            silo.AddDuckTraining(new DuckSiloOptions { StateStore = stateStore, TorchThreads = 1, JobKeeperPeriod = TimeSpan.FromSeconds(1) });
             configure?.Invoke(silo);
             silo.Configure<ClusterMembershipOptions>(o =>
             {

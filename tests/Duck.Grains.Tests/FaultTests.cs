@@ -80,4 +80,33 @@ public class FaultTests
         Assert.Equal(Enumerable.Range(1, 30), history.Select(m => m.Step));
         Assert.True(history.TakeLast(5).Average(m => m.Loss) < history.Take(5).Average(m => m.Loss) - 0.1);
     }
+
+    [Fact]
+    public async Task KillSilo_OfTheJob_WithNoClientFollowing_JobGoesOnToCompletion()
+    {
+        // Nobody asks the job after its silo dies: only the parameter server is watched. The running-jobs keeper
+        // re-activates the job, which orders the steps (and re-orders a worker lost with the same silo).
+        await using var cluster = await TestClusters.StartAsync(3);
+        var spec = TestData.Job(TestData.PrepareFolder(), steps: 30, GradientCompression.Ternary) with { CheckpointEvery = 5 };
+        var client = cluster.Client;
+        var job = client.GetGrain<ITrainingJobGrain>("killjob");
+        await job.SubmitAsync(spec);
+        var running = await TestClusters.WaitAsync(client, "killjob", TimeSpan.FromSeconds(60), s => s.Step >= 5);
+        Assert.Equal(JobState.Running, running.State);
+
+        await cluster.KillSiloAsync(cluster.Silos.Single(s => s.SiloAddress.ToString() == running.Silo));
+        var server = client.GetGrain<IParameterServerGrain>("killjob");
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(150);
+        ParameterServerStatus? ps = null;
+        while (DateTime.UtcNow < deadline && ps is not { Version: 30, Committing: false })
+        {
+            try { ps = await server.GetStatusAsync(); } catch (Exception) { /* the server's silo may be the dead one */ }
+            await Task.Delay(250);
+        }
+
+        Assert.True(ps is { Version: 30 }, $"the server stopped at version {ps?.Version}");
+        var done = await TestClusters.WaitAsync(client, "killjob", TimeSpan.FromSeconds(60));
+        Assert.True(done.State == JobState.Completed, done.Reason);
+        Assert.NotEqual(running.Silo, done.Silo);
+    }
 }

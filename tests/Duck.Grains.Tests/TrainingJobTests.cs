@@ -253,4 +253,26 @@ public class TrainingJobTests(TwoSiloCluster fixture, Xunit.Abstractions.ITestOu
         Assert.Equal(6, reloaded.Version);
         Assert.Equal(history, reloaded.Recent);
     }
+
+    [Fact]
+    public async Task RunningJobs_RememberRunningJobsAndForgetFinishedOrUnknownOnes()
+    {
+        var registry = Client.GetGrain<IRunningJobsGrain>(RunningJobs.Key);
+        var spec = TestData.Job(fixture.DataFolder, steps: 8, GradientCompression.Ternary);
+        await Client.GetGrain<ITrainingJobGrain>("kept").SubmitAsync(spec);
+        await registry.AddAsync("no-such-job");
+
+        int whileRunning = 0;
+        for (int i = 0; i < 20 && whileRunning == 0; i++) // the job's one-way word may still be on its way
+        {
+            whileRunning = await registry.PokeAsync();
+            if (whileRunning == 0) await Task.Delay(100);
+        }
+        var done = await TestClusters.WaitAsync(Client, "kept", TimeSpan.FromSeconds(90));
+        int afterwards = await registry.PokeAsync();
+
+        Assert.True(done.State == JobState.Completed, done.Reason);
+        Assert.True(whileRunning >= 1, $"{whileRunning} running jobs while 'kept' ran");
+        Assert.Equal(0, afterwards);
+    }
 }

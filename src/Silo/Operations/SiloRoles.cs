@@ -20,8 +20,8 @@ public enum SiloRole
 
 public static class SiloRoles
 {
-    /// <summary>The grain classes of a training job.</summary>
-    public static readonly IReadOnlySet<Type> TrainingGrains = new HashSet<Type> { typeof(TrainingJobGrain), typeof(ParameterServerGrain), typeof(WorkerGrain) };
+    /// <summary>The grain classes of training jobs.</summary>
+    public static readonly IReadOnlySet<Type> TrainingGrains = new HashSet<Type> { typeof(TrainingJobGrain), typeof(ParameterServerGrain), typeof(WorkerGrain), typeof(RunningJobsGrain) };
 
     /// <summary>True when a silo of <paramref name="role"/> hosts grain class <paramref name="grainClass"/>.</summary>
     public static bool Hosts(this SiloRole role, Type grainClass)
