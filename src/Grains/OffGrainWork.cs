@@ -1,13 +1,12 @@
-// TorchSharp work that a grain runs on the thread pool, remembered so that the grain's models are disposed only after
+// TorchSharp work that a grain runs off its scheduler, remembered so that the grain's models are disposed only after
 // it ends. A grain's step or commit runs as a background task, not as a grain call, so Orleans may deactivate the grain
 // (silo shutdown, a killed test silo, migration) while that task still uses the model: disposing it then freed tensors
 // under a running libtorch op (SIGSEGV in bump_version, or "Tensor invalid -- empty handle").
-namespace Duck.Grains;
-
-//
 // The work runs on a thread of its own, not on the thread pool: a step's forward and backward block their thread for
 // seconds, and on a silo given one core the pool has one thread, so Orleans' message processing then waited for the
 // pool to inject another (a remote worker's push answered 1.5 s late).
+namespace Duck.Grains;
+
 /// <summary>Runs off-grain work and disposes models after whatever of it is still running.</summary>
 public sealed class OffGrainWork
 {

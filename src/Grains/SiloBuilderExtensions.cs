@@ -1,5 +1,6 @@
-// Wires the training grains into a silo: worker placement, the "duck" grain storage over a checkpoint store, and
-// libtorch's thread count, and the job keeper. Hosts call AddDuckTraining; everything else (clustering, ports) is the host's business.
+// Wires the training grains into a silo: worker placement, the "duck" grain storage over a checkpoint store,
+// libtorch's thread count and the job keeper. Hosts call AddDuckTraining; everything else (clustering, ports) is the
+// host's business.
 using Duck.Core.Checkpoints;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Hosting;
