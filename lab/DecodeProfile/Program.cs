@@ -4,20 +4,34 @@ using Duck.Inference.Engine;
 var m = InferenceModel.Load(args[0], 2);
 var c = m.Config;
 int R = args.Length > 1 ? int.Parse(args[1]) : 16;
+// Optional: "int8" for the chat servers' cache type; "pos P" decodes at position P (default 100); "loop SECONDS" runs
+// only the batched decode (after 1.5 s of warm-up), for perf or for A/B runs of two builds.
+var kvType = args.Contains("int8") ? KvCacheType.Int8 : KvCacheType.Bf16;
+int loopIndex = Array.IndexOf(args, "loop");
 var rng = new Random(1);
 var scratch = new ForwardScratch();
 var logits = new float[R * c.VocabSize];
 int[] tokens = Enumerable.Range(0, R).Select(_ => rng.Next(50000)).ToArray();
-var many = Enumerable.Range(0, R).Select(_ => new KvCache(c.NumLayers, c.NumHeads, c.HeadDim, c.ContextLength)).ToArray();
-var one = new KvCache(c.NumLayers, c.NumHeads, c.HeadDim, c.ContextLength);
+var many = Enumerable.Range(0, R).Select(_ => new KvCache(c.NumLayers, c.NumHeads, c.HeadDim, c.ContextLength, kvType)).ToArray();
+var one = new KvCache(c.NumLayers, c.NumHeads, c.HeadDim, c.ContextLength, kvType);
 var shared = Enumerable.Repeat(one, R).ToArray();
 foreach (var k in many) k.EnsureCapacity(c.ContextLength);
 one.EnsureCapacity(c.ContextLength);
-var posDecode = Enumerable.Repeat(100, R).ToArray();
-var posPrefill = Enumerable.Range(100, R).ToArray();
+int posIndex = Array.IndexOf(args, "pos"), pos = posIndex >= 0 ? int.Parse(args[posIndex + 1]) : 100;
+var posDecode = Enumerable.Repeat(pos, R).ToArray();
+var posPrefill = Enumerable.Range(Math.Min(pos, c.ContextLength - R), R).ToArray();
+if (loopIndex >= 0)
+{
+    for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < 1.5;) m.Forward(tokens, many, posDecode, true, logits, scratch);
+    var until = Stopwatch.StartNew();
+    long passes = 0;
+    while (until.Elapsed.TotalSeconds < double.Parse(args[loopIndex + 1])) { m.Forward(tokens, many, posDecode, true, logits, scratch); passes++; }
+    Console.WriteLine($"{passes} passes, {until.Elapsed.TotalMilliseconds / passes:F2} ms/pass");
+    return;
+}
 void Time(string name, Action a)
 {
-    for (int i = 0; i < 5; i++) a();
+    for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < 1.5;) a(); // past the JIT's tiering
     double best = double.MaxValue;
     for (int rep = 0; rep < 5; rep++)
     {

@@ -1,6 +1,7 @@
-// The bf16 KV-cache attention: conversions round to nearest even and keep specials; Attend over bf16 keys and
+// The KV-cache attention: bf16 conversions round to nearest even and keep specials; Attend over bf16 keys and
 // values equals a double-precision softmax-weighted sum of the same (bf16-rounded) numbers, for the head size 64
-// fast path, the generic vector path and the scalar path (head size not a multiple of 8).
+// fast path, the generic vector path and the scalar path (head size not a multiple of 8); AttendInt8 equals it for
+// the int8-quantized query.
 using Duck.Inference.Kernels;
 
 namespace Duck.Inference.Tests;
@@ -94,24 +95,32 @@ public class AttentionKernelsTests
         Assert.All(q.Take(8), v => Assert.Equal(0, v));
     }
 
+    // The query is quantized as the activations are, so the reference takes q8 · qScale; the integer dot products
+    // (vpdpbusd for head sizes divisible by 32, scalar otherwise) are exact.
     [Theory]
     [InlineData(64, 1)]
+    [InlineData(64, 8)]
+    [InlineData(64, 9)]
     [InlineData(64, 37)]
     [InlineData(64, 256)]
+    [InlineData(128, 19)]
     [InlineData(16, 9)]
     [InlineData(100, 33)]
-    public unsafe void AttendInt8_MatchesDoublePrecisionSoftmax(int hd, int count)
+    public unsafe void AttendInt8_MatchesDoublePrecisionSoftmaxOfTheQuantizedQuery(int hd, int count)
     {
         var rng = new Random(hd * 7 + count);
         var q = Enumerable.Range(0, hd).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        var k = Enumerable.Range(0, hd * count).Select(_ => (sbyte)rng.Next(-127, 128)).ToArray();
-        var v = Enumerable.Range(0, hd * count).Select(_ => (sbyte)rng.Next(-127, 128)).ToArray();
+        var k = Enumerable.Range(0, hd * count).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
+        var v = Enumerable.Range(0, hd * count).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
         var ks = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() * 0.03)).ToArray();
         var vs = Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() * 0.01)).ToArray();
+        var sums = Enumerable.Range(0, count).Select(j => k.Skip(j * hd).Take(hd).Sum(x => (int)x)).ToArray();
+        var q8 = new sbyte[hd];
+        float qScale = AttentionKernels.QuantizeInt8(q, q8);
         float scale = 1f / MathF.Sqrt(hd);
         var s = new double[count];
         for (int j = 0; j < count; j++)
-            for (int d = 0; d < hd; d++) s[j] += (double)q[d] * k[j * hd + d] * ks[j] * scale;
+            for (int d = 0; d < hd; d++) s[j] += (double)q8[d] * qScale * k[j * hd + d] * ks[j] * scale;
         double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
         var expected = new double[hd];
         for (int j = 0; j < count; j++)
@@ -121,7 +130,18 @@ public class AttentionKernelsTests
         var scores = new float[count];
         fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
         fixed (sbyte* kp = k, vp = v)
-            AttentionKernels.AttendInt8(qp, kp, ksp, vp, vsp, count, hd, scale, sp, op);
+        fixed (int* sump = sums)
+            AttentionKernels.AttendInt8(qp, kp, ksp, sump, vp, vsp, count, hd, scale, sp, op);
         for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"dim {d}: {o[d]} vs {expected[d]}");
+        // Against the unquantized query the output moves by well under a percent of the values' scale.
+        var exact = new double[count];
+        for (int j = 0; j < count; j++)
+            for (int d = 0; d < hd; d++) exact[j] += (double)q[d] * k[j * hd + d] * ks[j] * scale;
+        double emax = exact.Max(), esum = exact.Sum(z => Math.Exp(z - emax));
+        var reference = new double[hd];
+        for (int j = 0; j < count; j++)
+            for (int d = 0; d < hd; d++) reference[d] += Math.Exp(exact[j] - emax) / esum * v[j * hd + d] * vs[j];
+        double valueScale = 128 * vs.Max();
+        for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - reference[d]) < 0.01 * valueScale, $"dim {d}: {o[d]} vs unquantized {reference[d]}");
     }
 }

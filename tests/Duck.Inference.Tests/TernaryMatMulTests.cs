@@ -89,8 +89,10 @@ public class TernaryMatMulTests
 
     [Theory]
     [InlineData(1)]
+    [InlineData(16)]
     [InlineData(31)]
     [InlineData(32)]
+    [InlineData(64)]
     [InlineData(100)]
     [InlineData(768)]
     [InlineData(2051)]

@@ -64,6 +64,7 @@ public sealed partial class InferenceModel
             Embedding.GetRow(tokens[r], s.X.AsSpan(r * D, D));
         }
         var qa = s.Quantized;
+        int[][] groups = RowsByCache(caches, R);
         for (int l = 0; l < Blocks.Count; l++)
         {
             var B = Blocks[l];
@@ -76,18 +77,7 @@ public sealed partial class InferenceModel
                 B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
                 B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
             }
-            int half = hd / 2;
-            for (int r = 0; r < R; r++)
-            {
-                int p = positions[r];
-                var cos = RopeCos.AsSpan(p * half, half);
-                var sin = RopeSin.AsSpan(p * half, half);
-                VectorMath.Rope(s.Q.AsSpan(r * D, D), H, hd, cos, sin);
-                VectorMath.Rope(s.K.AsSpan(r * D, D), H, hd, cos, sin);
-                for (int h = 0; h < H; h++)
-                    caches[r].Store(l, h, p, s.K.AsSpan(r * D + h * hd, hd), s.V.AsSpan(r * D + h * hd, hd));
-            }
-            Attention(l, R, caches, positions, s);                            // [R, D]
+            Attention(l, groups, caches, positions, s);                       // [R, D]
             NormAndQuantize(s.Att, B.AttnSubNorm, s.Att, R, D, qa);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
             VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
@@ -132,10 +122,45 @@ public sealed partial class InferenceModel
         Pool.For(chunks, c => { int r0 = c * per, r1 = Math.Min(rows, r0 + per); if (r0 < r1) body(r0, r1); });
     }
 
-    void Attention(int layer, int rows, KvCache[] caches, int[] positions, ForwardScratch s)
+    /// <summary>
+    /// The rows of each cache, in row order, largest groups first: a decode row is a group of one, a prompt chunk a
+    /// group of consecutive positions whose later rows attend to the earlier ones.
+    /// </summary>
+    static int[][] RowsByCache(KvCache[] caches, int rows)
     {
-        int H = Config.NumHeads;
-        Pool.For(rows * H, item => AttendHead(layer, item / H, item % H, caches, positions, s));
+        var groups = new List<List<int>>();
+        for (int r = 0; r < rows; r++)
+        {
+            int g = 0;
+            while (g < groups.Count && !ReferenceEquals(caches[groups[g][0]], caches[r])) g++;
+            if (g == groups.Count) groups.Add([]);
+            groups[g].Add(r);
+        }
+        return groups.OrderByDescending(g => g.Count).Select(g => g.ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// Rotary embedding, the cache store and attention in one parallel loop over (cache group, head): within an
+    /// item the rows of a cache go in order, each storing its key and value before it attends, so a prompt chunk
+    /// sees its own earlier tokens and nothing waits at a barrier between storing and attending.
+    /// </summary>
+    void Attention(int layer, int[][] groups, KvCache[] caches, int[] positions, ForwardScratch s)
+    {
+        int H = Config.NumHeads, D = Config.ModelDim, hd = Config.HeadDim, half = hd / 2;
+        Pool.For(groups.Length * H, item =>
+        {
+            int h = item % H;
+            foreach (int r in groups[item / H])
+            {
+                int p = positions[r], o = r * D + h * hd;
+                var cos = RopeCos.AsSpan(p * half, half);
+                var sin = RopeSin.AsSpan(p * half, half);
+                VectorMath.Rope(s.Q.AsSpan(o, hd), 1, hd, cos, sin);
+                VectorMath.Rope(s.K.AsSpan(o, hd), 1, hd, cos, sin);
+                caches[r].Store(layer, h, p, s.K.AsSpan(o, hd), s.V.AsSpan(o, hd));
+                AttendHead(layer, r, h, caches, positions, s);
+            }
+        });
     }
 
     /// <summary>One head of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p.</summary>
@@ -152,7 +177,8 @@ public sealed partial class InferenceModel
             if (cache.Type == KvCacheType.Int8)
                 fixed (sbyte* keys = cache.K8[layer], values = cache.V8[layer])
                 fixed (float* ks = cache.KScale[layer], vs = cache.VScale[layer])
-                    AttentionKernels.AttendInt8(qh, keys + offset, ks + h * cache.Capacity, values + offset, vs + h * cache.Capacity, count, hd, scale, sc, oh);
+                fixed (int* sums = cache.KSum[layer])
+                    AttentionKernels.AttendInt8(qh, keys + offset, ks + h * cache.Capacity, sums + h * cache.Capacity, values + offset, vs + h * cache.Capacity, count, hd, scale, sc, oh);
             else
                 fixed (ushort* keys = cache.K[layer], values = cache.V[layer])
                     AttentionKernels.Attend(qh, keys + offset, values + offset, count, hd, scale, sc, oh);

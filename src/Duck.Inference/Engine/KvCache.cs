@@ -1,8 +1,8 @@
 // The KV cache of one sequence: keys and values of every layer, head-major ([head, position, headDim] per layer) so
 // the positions one head attends over are contiguous, grown on demand up to the context window. Two element
-// types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale per head and position
-// (absmax / 127: half of bf16's bytes, the part of a batched decode's memory traffic that grows with the sessions'
-// lengths). Not the attention arithmetic (AttentionKernels).
+// types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale (absmax / 127) per head
+// and position, plus each key's sum of int8 values: about half of bf16's bytes, the part of a batched decode's
+// memory traffic that grows with the sessions' lengths. Not the attention arithmetic (AttentionKernels).
 namespace Duck.Inference.Engine;
 
 /// <summary>How a KV cache stores keys and values.</summary>
@@ -21,6 +21,8 @@ public sealed class KvCache
     public sbyte[][] V8 { get; } = [];
     public float[][] KScale { get; } = [];
     public float[][] VScale { get; } = [];
+    /// <summary>Sums of each int8 key's values [head, position] (the integer q·k needs them; empty for a bf16 cache).</summary>
+    public int[][] KSum { get; } = [];
     /// <summary>Positions the arrays can hold.</summary>
     public int Capacity { get; private set; }
     readonly int layers;
@@ -34,7 +36,7 @@ public sealed class KvCache
         Type = type;
         if (type == KvCacheType.Int8)
         {
-            K8 = Empty<sbyte>(); V8 = Empty<sbyte>(); KScale = Empty<float>(); VScale = Empty<float>();
+            K8 = Empty<sbyte>(); V8 = Empty<sbyte>(); KScale = Empty<float>(); VScale = Empty<float>(); KSum = Empty<int>();
         }
         else { K = Empty<ushort>(); V = Empty<ushort>(); }
     }
@@ -48,7 +50,7 @@ public sealed class KvCache
 
     /// <summary>Bytes currently allocated.</summary>
     public long SizeBytes => Type == KvCacheType.Int8
-        ? 2L * layers * Capacity * numHeads * (headDim + sizeof(float))
+        ? layers * Capacity * numHeads * (2L * (headDim + sizeof(float)) + sizeof(int))
         : 2L * layers * Capacity * numHeads * headDim * sizeof(ushort);
 
     /// <summary>Offset of (head, position) in a layer's element array.</summary>
@@ -61,7 +63,7 @@ public sealed class KvCache
         if (Type == KvCacheType.Int8)
         {
             int si = head * Capacity + position;
-            KScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(key, K8[layer].AsSpan(o, headDim));
+            KScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(key, K8[layer].AsSpan(o, headDim), out KSum[layer][si]);
             VScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(value, V8[layer].AsSpan(o, headDim));
         }
         else
@@ -83,6 +85,7 @@ public sealed class KvCache
                 V8[l] = Regrow(V8[l], capacity, headDim);
                 KScale[l] = Regrow(KScale[l], capacity, 1);
                 VScale[l] = Regrow(VScale[l], capacity, 1);
+                KSum[l] = Regrow(KSum[l], capacity, 1);
             }
             else
             {

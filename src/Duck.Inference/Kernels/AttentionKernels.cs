@@ -2,7 +2,9 @@
 // sum of values: bfloat16 storage (the upper half of an fp32, rounded to nearest even: each element within a
 // relative 2^-8 of its fp32 value, half the bytes) or int8 with an absmax scale per head vector (a quarter of the
 // bytes). A decode step streams every cached position of every session it advances, so these bytes are the part
-// of a batched decode that grows with the sessions' lengths. Not the cache bookkeeping (KvCache) or the forward pass.
+// of a batched decode that grows with the sessions' lengths. Over an int8 cache the query is quantized too, so q·k
+// is an exact integer dot product (vpdpbusd: 64 multiply-adds in two instructions). Not the cache bookkeeping
+// (KvCache) or the forward pass.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -52,26 +54,155 @@ public static unsafe class AttentionKernels
     /// o = Σ_j softmax_j(q·k_j · scale) · v_j over positions j in [0, count), keys and values [count, hd] bf16,
     /// q and o fp32 [hd]. <paramref name="scores"/> holds at least count floats of scratch.
     /// </summary>
-    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o) =>
-        Attend<ushort, Bf16>(q, keys, null, values, null, count, hd, scale, scores, o);
+    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o)
+    {
+        bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
+        if (simd && hd == 64) ScoresHd64<ushort, Bf16>(q, keys, count, scale, scores);
+        else
+            for (int j = 0; j < count; j++)
+            {
+                ushort* k = keys + (long)j * hd;
+                float dot = 0;
+                if (simd)
+                {
+                    var acc = Vector256<float>.Zero;
+                    for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), Bf16.Widen(k + d), acc);
+                    dot = Vector256.Sum(acc);
+                }
+                else
+                    for (int d = 0; d < hd; d++) dot += q[d] * FromBf16(k[d]);
+                scores[j] = dot * scale;
+            }
+        float max = float.NegativeInfinity;
+        for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
+        float inv = 1f / ExpAndSum(scores, count, max);
+        for (int j = 0; j < count; j++) scores[j] *= inv;
+        WeightedSum<ushort, Bf16>(values, scores, count, hd, o);
+    }
 
     /// <summary>
-    /// <see cref="Attend"/> over an int8 cache: key j is keyScales[j] · keys[j], value j is valueScales[j] · values[j].
+    /// <see cref="Attend"/> over an int8 cache: key j is keyScales[j] · keys[j] with keySums[j] = Σ_d keys[j, d], value j
+    /// is valueScales[j] · values[j]. The query is quantized as the activations are (absmax int8, <see cref="QuantizeInt8(ReadOnlySpan{float}, Span{sbyte})"/>),
+    /// so score j = (q8·k8_j) · (scale · qScale) · keyScales[j] with an exact integer dot product on every path.
     /// </summary>
-    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o) =>
-        Attend<sbyte, Int8>(q, keys, keyScales, values, valueScales, count, hd, scale, scores, o);
+    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o)
+    {
+        // The values are read only after the scores: ask for them now, so their lines arrive while the keys are read.
+        if (Sse.IsSupported)
+            for (long b = 0; b < (long)count * hd; b += 64) Sse.Prefetch1(values + b);
+        sbyte* q8 = stackalloc sbyte[hd];
+        float factor = scale * QuantizeInt8(new ReadOnlySpan<float>(q, hd), new Span<sbyte>(q8, hd));
+        int* dots = (int*)scores;                            // the integer dots, turned into float scores in place
+        if (AvxVnni.IsSupported && hd % 32 == 0) DotsVnni(q8, keys, keySums, count, hd, dots);
+        else
+            for (int j = 0; j < count; j++)
+            {
+                sbyte* k = keys + (long)j * hd;
+                int dot = 0;
+                for (int d = 0; d < hd; d++) dot += q8[d] * k[d];
+                dots[j] = dot;
+            }
+        float max = ScaleDots(dots, keyScales, factor, count);
+        float inv = 1f / ExpAndSum(scores, count, max);
+        ScaleWeights(scores, valueScales, inv, count);
+        WeightedSum<sbyte, Int8>(values, scores, count, hd, o);
+    }
 
     /// <summary>
     /// x ≈ q · scale, quantized as the activations are (QuantizedActivations.QuantizeRow: absmax, round half to
     /// even, vectorized); returns the scale, max(max|x|, 1e-5) / 127.
     /// </summary>
-    public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q) => 1f / QuantizedActivations.QuantizeRow(x, q, out _);
+    public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q) => QuantizeInt8(x, q, out _);
+
+    /// <summary><see cref="QuantizeInt8(ReadOnlySpan{float}, Span{sbyte})"/>, also giving the sum of the int8 values (a key's, for <see cref="AttendInt8"/>).</summary>
+    public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q, out int sum) => 1f / QuantizedActivations.QuantizeRow(x, q, out sum);
+
+    /// <summary>
+    /// dots[j] = Σ_d q8[d] · keys[j, d] with vpdpbusd, which multiplies unsigned by signed bytes: the query goes in as
+    /// q8 + 128, and 128 · keySums[j] comes off. Eight positions at a time, reduced together.
+    /// </summary>
+    static void DotsVnni(sbyte* q8, sbyte* keys, int* keySums, int count, int hd, int* dots)
+    {
+        int chunks = hd / 32;
+        var qu = stackalloc Vector256<byte>[chunks];
+        for (int c = 0; c < chunks; c++) qu[c] = Vector256.Load((byte*)q8 + c * 32) ^ Vector256.Create((byte)0x80);
+        int j = 0;
+        for (; j + 8 <= count; j += 8)
+        {
+            sbyte* k = keys + (long)j * hd;
+            for (int b = 0; b < 8 * hd; b += 64) Sse.Prefetch0(k + 16 * hd + b); // two blocks ahead
+            Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int c = 0; c < chunks; c++, k += 32)
+            {
+                var u = qu[c];
+                a0 = AvxVnni.MultiplyWideningAndAdd(a0, u, Vector256.Load(k));
+                a1 = AvxVnni.MultiplyWideningAndAdd(a1, u, Vector256.Load(k + hd));
+                a2 = AvxVnni.MultiplyWideningAndAdd(a2, u, Vector256.Load(k + 2 * hd));
+                a3 = AvxVnni.MultiplyWideningAndAdd(a3, u, Vector256.Load(k + 3 * hd));
+                a4 = AvxVnni.MultiplyWideningAndAdd(a4, u, Vector256.Load(k + 4 * hd));
+                a5 = AvxVnni.MultiplyWideningAndAdd(a5, u, Vector256.Load(k + 5 * hd));
+                a6 = AvxVnni.MultiplyWideningAndAdd(a6, u, Vector256.Load(k + 6 * hd));
+                a7 = AvxVnni.MultiplyWideningAndAdd(a7, u, Vector256.Load(k + 7 * hd));
+            }
+            // Horizontal sums of eight vectors at once: two rounds of vphaddd within 128-bit halves, then the halves added.
+            var h0 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
+            var h1 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a4, a5), Avx2.HorizontalAdd(a6, a7));
+            var sums = Avx2.Permute2x128(h0, h1, 0x20) + Avx2.Permute2x128(h0, h1, 0x31);
+            (sums - (Vector256.Load(keySums + j) << 7)).Store(dots + j);
+        }
+        for (; j < count; j++)
+        {
+            sbyte* k = keys + (long)j * hd;
+            Vector256<int> a = default;
+            for (int c = 0; c < chunks; c++) a = AvxVnni.MultiplyWideningAndAdd(a, qu[c], Vector256.Load(k + c * 32));
+            dots[j] = Vector256.Sum(a) - (keySums[j] << 7);
+        }
+    }
+
+    /// <summary>In place: scores[j] = dots[j] · factor · keyScales[j]; returns their maximum.</summary>
+    static float ScaleDots(int* dots, float* keyScales, float factor, int count)
+    {
+        float* scores = (float*)dots;
+        int j = 0;
+        float max = float.NegativeInfinity;
+        if (Vector256.IsHardwareAccelerated && count >= 8)
+        {
+            var f = Vector256.Create(factor);
+            var vmax = Vector256.Create(float.NegativeInfinity);
+            for (; j + 8 <= count; j += 8)
+            {
+                var s = Vector256.ConvertToSingle(Vector256.Load(dots + j)) * f * Vector256.Load(keyScales + j);
+                s.Store(scores + j);
+                vmax = Vector256.Max(vmax, s);
+            }
+            for (int i = 0; i < 8; i++) max = MathF.Max(max, vmax[i]);
+        }
+        for (; j < count; j++)
+        {
+            scores[j] = dots[j] * factor * keyScales[j];
+            max = MathF.Max(max, scores[j]);
+        }
+        return max;
+    }
+
+    /// <summary>weights[j] *= inv · valueScales[j] (the softmax's normalization and the value's scale in one factor).</summary>
+    static void ScaleWeights(float* weights, float* valueScales, float inv, int count)
+    {
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var vi = Vector256.Create(inv);
+            for (; j + 8 <= count; j += 8) (Vector256.Load(weights + j) * (vi * Vector256.Load(valueScales + j))).Store(weights + j);
+        }
+        for (; j < count; j++) weights[j] *= inv * valueScales[j];
+    }
 
     /// <summary>How a cache element type widens to fp32: one value, or eight into a vector.</summary>
     interface IElement<T> where T : unmanaged
     {
         static abstract float Scalar(T x);
         static abstract Vector256<float> Widen(T* p);
+        static abstract Vector512<float> Widen512(T* p);
     }
 
     /// <summary>bf16: vpmovzxwd + vpslld.</summary>
@@ -80,6 +211,8 @@ public static unsafe class AttentionKernels
         public static float Scalar(ushort x) => FromBf16(x);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Widen(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen512(ushort* p) => Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(p)), 16).AsSingle();
     }
 
     /// <summary>int8: vpmovsxbd + vcvtdq2ps.</summary>
@@ -88,42 +221,24 @@ public static unsafe class AttentionKernels
         public static float Scalar(sbyte x) => x;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Widen(sbyte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen512(sbyte* p) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(p)));
     }
 
-    /// <summary>The attention of one head; null scales mean 1 (bf16).</summary>
-    static void Attend<T, TE>(float* q, T* keys, float* keyScales, T* values, float* valueScales, int count, int hd, float scale, float* scores, float* o)
-        where T : unmanaged where TE : struct, IElement<T>
+    /// <summary>o = Σ_j weights[j] · v_j over values [count, hd]: 512-bit or 256-bit for head size 64, else generic.</summary>
+    static void WeightedSum<T, TE>(T* values, float* weights, int count, int hd, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
-        if (simd && hd == 64) ScoresHd64<T, TE>(q, keys, count, scale, scores);
-        else
-            for (int j = 0; j < count; j++)
-            {
-                T* k = keys + (long)j * hd;
-                float dot = 0;
-                if (simd)
-                {
-                    var acc = Vector256<float>.Zero;
-                    for (int d = 0; d < hd; d += 8) acc = Fma.MultiplyAdd(Vector256.Load(q + d), TE.Widen(k + d), acc);
-                    dot = Vector256.Sum(acc);
-                }
-                else
-                    for (int d = 0; d < hd; d++) dot += q[d] * TE.Scalar(k[d]);
-                scores[j] = dot * scale;
-            }
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < count; j++)
+        if (simd && hd == 64)
         {
-            if (keyScales != null) scores[j] *= keyScales[j];
-            max = MathF.Max(max, scores[j]);
+            if (Avx512F.IsSupported) WeightedSumHd64x512<T, TE>(values, weights, count, o);
+            else WeightedSumHd64<T, TE>(values, weights, count, o);
+            return;
         }
-        float inv = 1f / ExpAndSum(scores, count, max);
-        for (int j = 0; j < count; j++) scores[j] *= valueScales != null ? inv * valueScales[j] : inv;
-        if (simd && hd == 64) { WeightedSumHd64<T, TE>(values, scores, count, o); return; }
         new Span<float>(o, hd).Clear();
         for (int j = 0; j < count; j++)
         {
-            float a = scores[j];
+            float a = weights[j];
             T* v = values + (long)j * hd;
             if (simd)
             {
@@ -173,6 +288,20 @@ public static unsafe class AttentionKernels
         }
         o0.Store(o); o1.Store(o + 8); o2.Store(o + 16); o3.Store(o + 24);
         o4.Store(o + 32); o5.Store(o + 40); o6.Store(o + 48); o7.Store(o + 56);
+    }
+
+    /// <summary><see cref="WeightedSumHd64"/> with 16-wide vectors: four accumulators, each value widened and multiplied in three instructions.</summary>
+    static void WeightedSumHd64x512<T, TE>(T* values, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
+    {
+        Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+        for (int j = 0; j < count; j++)
+        {
+            var a = Vector512.Create(weights[j]);
+            T* v = values + j * 64;
+            o0 = Avx512F.FusedMultiplyAdd(TE.Widen512(v), a, o0); o1 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 16), a, o1);
+            o2 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 32), a, o2); o3 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 48), a, o3);
+        }
+        o0.Store(o); o1.Store(o + 16); o2.Store(o + 32); o3.Store(o + 48);
     }
 
     /// <summary>scores[j] = exp(scores[j] − max); returns their sum.</summary>

@@ -76,7 +76,22 @@ public static class VectorMath
         for (int h = 0; h < numHeads; h++)
         {
             var v = x.Slice(h * headDim, headDim);
-            for (int i = 0; i < headDim / 2; i++)
+            int i = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                // Four pairs per step: [a b] → [a·c − b·s, b·c + a·s] as x·[c c] + swap(x)·[−s s], the same roundings as below.
+                var spread = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+                var signs = Vector256.Create(-1f, 1f, -1f, 1f, -1f, 1f, -1f, 1f);
+                for (; i + 4 <= headDim / 2; i += 4)
+                {
+                    var c = Vector256.Shuffle(Vector256.Create(Vector128.Create(cos.Slice(i, 4)), Vector128<float>.Zero), spread);
+                    var sn = Vector256.Shuffle(Vector256.Create(Vector128.Create(sin.Slice(i, 4)), Vector128<float>.Zero), spread) * signs;
+                    var xv = Vector256.Create(v.Slice(2 * i, 8));
+                    var swapped = Vector256.Shuffle(xv, Vector256.Create(1, 0, 3, 2, 5, 4, 7, 6));
+                    (xv * c + swapped * sn).CopyTo(v.Slice(2 * i, 8));
+                }
+            }
+            for (; i < headDim / 2; i++)
             {
                 float a = v[2 * i], b = v[2 * i + 1];
                 v[2 * i] = a * cos[i] - b * sin[i];
