@@ -174,6 +174,7 @@ public sealed class ChatApiErrorTests(ChatServer server) : IClassFixture<ChatSer
     [Theory]
     [InlineData("--Duck:Chat:Modles=x", "Duck:Chat:Modles")]
     [InlineData("--Duck:Chat:MaxBatchSize=0", "Duck:Chat:MaxBatchSize")]
+    [InlineData("--Duck:Chat:CacheShiftMinTokens=-1", "Duck:Chat:CacheShiftMinTokens")]
     [InlineData("--Duck:Chat:DefaultMaxTokens=5000", "Duck:Chat:DefaultMaxTokens")]
     [InlineData("--Duck:Silo:Clustering=azure", "Duck:Chat:ApiKeys")]
     public void AddDuckChat_BadConfiguration_ThrowsNamingTheKey(string arg, string key)

@@ -1,5 +1,6 @@
 // The continuous batcher against the plain generator: greedy replies are the same token for token whether a
-// session decodes alone or batched with others; a follow-up prompt reuses the cached prefix; cancellation stops.
+// session decodes alone or batched with others; a follow-up prompt reuses the cached prefix, and a prompt that
+// leaves out a cached span reuses what follows it (moved down in the KV cache); cancellation stops.
 using Duck.Inference.Engine;
 
 namespace Duck.Inference.Tests;
@@ -63,6 +64,95 @@ public sealed class ContinuousBatcherTests : IDisposable
         Assert.Equal(first.Length, two.CachedTokens);
         Assert.Equal(followUp.Length, two.PromptTokens);
     }
+
+    [Fact]
+    public async Task Submit_PromptLeavingOutACachedSpan_MovesTheRestDownInsteadOfPrefillingIt()
+    {
+        using var batcher = new ContinuousBatcher(model) { ShiftMinTokens = 4 };
+        var session = new InferenceSession(model);
+        int[] first = [.. Enumerable.Range(0, 30).Select(i => (i * 131 + 7) % 50000 + 1)];
+        await ReadAsync(batcher.Submit(session, first, Greedy));
+        // A window moving on: the first 3 tokens stay, the next 10 go, the other 17 follow, then new tokens.
+        int[] moved = [.. first[..3], .. first[13..], 11, 12];
+
+        var (text, summary) = await ReadAsync(batcher.Submit(session, moved, Greedy));
+
+        Assert.Equal(3 + 17, summary.CachedTokens);
+        Assert.Equal(moved.Length, summary.PromptTokens);
+        Assert.Equal(12, summary.GeneratedTokens);
+        Assert.Equal(moved, session.Tokens.Take(moved.Length));
+    }
+
+    [Fact]
+    public async Task Submit_ShiftOff_PrefillsEverythingAfterTheCommonPrefix()
+    {
+        using var batcher = new ContinuousBatcher(model) { ShiftMinTokens = 0 };
+        var session = new InferenceSession(model);
+        int[] first = [.. Enumerable.Range(0, 30).Select(i => (i * 131 + 7) % 50000 + 1)];
+        await ReadAsync(batcher.Submit(session, first, Greedy));
+
+        var (_, summary) = await ReadAsync(batcher.Submit(session, [.. first[..3], .. first[13..], 11, 12], Greedy));
+
+        Assert.Equal(3, summary.CachedTokens);
+    }
+
+    [Theory]
+    [InlineData(new[] { 1, 2, 3, 4, 5, 6 }, new[] { 1, 4, 5, 6, 9 }, 1, 2, 3)] // drop 2 3, then 4 5 6 follow
+    [InlineData(new[] { 1, 2, 3, 4, 5, 6 }, new[] { 1, 4, 5, 6 }, 1, 2, 2)]    // the prompt's last token is run again
+    [InlineData(new[] { 1, 2, 3 }, new[] { 1, 7, 8 }, 1, 0, 0)]                // nothing matches after a removal
+    [InlineData(new[] { 1, 2, 9, 3, 9, 3, 4 }, new[] { 1, 9, 3, 4, 0 }, 1, 3, 3)] // the longest run wins over the first
+    public void LongestShiftedMatch_FindsTheRemovalWithTheLongestFollowingRun(int[] cached, int[] prompt, int start, int drop, int follow) =>
+        Assert.Equal((drop, follow), ContinuousBatcher.LongestShiftedMatch(cached, prompt, start));
+
+    [Theory]
+    [InlineData(KvCacheType.Bf16)]
+    [InlineData(KvCacheType.Int8)]
+    public void RemoveWithoutReplay_FirstLayerEntries_EqualThoseOfASequenceThatNeverHadTheSpan(KvCacheType type)
+    {
+        // Layer 0's key and value of a token depend only on the token and its position, so after the span is removed
+        // they must match a fresh prefill of the shortened sequence: values exactly, keys up to the rounding of the
+        // rotation back (bf16) or of quantizing again (int8).
+        model.KvCacheType = type;
+        try
+        {
+            int[] all = [.. Enumerable.Range(0, 24).Select(i => (i * 173 + 11) % 50000 + 1)];
+            var shifted = new InferenceSession(model);
+            shifted.Append(all);
+            shifted.RemoveWithoutReplay(5, 7);
+            var fresh = new InferenceSession(model);
+            fresh.Append([.. all[..5], .. all[12..]]);
+
+            Assert.Equal(fresh.Tokens, shifted.Tokens);
+            var c = model.Config;
+            KvCache a = shifted.Cache, b = fresh.Cache;
+            for (int h = 0; h < c.NumHeads; h++)
+                for (int p = 0; p < fresh.Length; p++)
+                {
+                    var (ka, va) = Entry(a, h, p);
+                    var (kb, vb) = Entry(b, h, p);
+                    Assert.Equal(vb, va);
+                    // int8: the old and the new key each rounded to half a step, the fresh one too: within 2 steps.
+                    float tolerance = type == KvCacheType.Int8 ? 2 * MathF.Max(a.KScale[0][h * a.Capacity + p], b.KScale[0][h * b.Capacity + p]) : kb.Max(MathF.Abs) / 64;
+                    for (int d = 0; d < c.HeadDim; d++)
+                        Assert.True(MathF.Abs(ka[d] - kb[d]) <= tolerance, $"head {h} position {p} dim {d}: {ka[d]} vs {kb[d]}");
+                    if (type == KvCacheType.Int8)
+                        Assert.Equal(a.K8[0].AsSpan(a.Offset(h, p), c.HeadDim).ToArray().Sum(x => (int)x), a.KSum[0][h * a.Capacity + p]);
+                }
+            var logits = shifted.Append([5]).ToArray();
+            Assert.All(logits, x => Assert.True(float.IsFinite(x)));
+        }
+        finally { model.KvCacheType = KvCacheType.Bf16; }
+
+        (float[] Key, float[] Value) Entry(KvCache cache, int h, int p)
+        {
+            int o = cache.Offset(h, p), hd = model.Config.HeadDim, si = h * cache.Capacity + p;
+            return cache.Type == KvCacheType.Int8
+                ? (cache.K8[0].AsSpan(o, hd).ToArray().Select(x => x * cache.KScale[0][si]).ToArray(), cache.V8[0].AsSpan(o, hd).ToArray().Select(x => x * cache.VScale[0][si]).ToArray())
+                : (cache.K[0].AsSpan(o, hd).ToArray().Select(AttentionKernelsFromBf16).ToArray(), cache.V[0].AsSpan(o, hd).ToArray().Select(AttentionKernelsFromBf16).ToArray());
+        }
+    }
+
+    static float AttentionKernelsFromBf16(ushort x) => Duck.Inference.Kernels.AttentionKernels.FromBf16(x);
 
     [Fact]
     public async Task Submit_CancelledToken_StopsWithCancelled()

@@ -117,6 +117,24 @@ public static class ChatFormat
         return ids.ToArray();
     }
 
+    /// <summary>
+    /// Where each user turn begins in encoded conversation tokens: the indexes of the user marker's tokens. Message
+    /// text cannot hold the marker (it is reserved), and a marker always encodes to the same tokens, so these are
+    /// exactly the turn boundaries.
+    /// </summary>
+    public static List<int> UserTurnStarts(IReadOnlyList<int> ids)
+    {
+        var marker = tokens.Value.User;
+        var starts = new List<int>();
+        for (int i = 0; i + marker.Length <= ids.Count; i++)
+        {
+            int k = 0;
+            while (k < marker.Length && ids[i + k] == marker[k]) k++;
+            if (k == marker.Length) starts.Add(i);
+        }
+        return starts;
+    }
+
     static void EncodeMessages(IReadOnlyList<ChatMessage> messages, List<int> ids, List<bool> mask)
     {
         var tokenizer = Gpt2Tokenizer.Shared;

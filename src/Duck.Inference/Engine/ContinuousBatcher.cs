@@ -33,6 +33,14 @@ public sealed class ContinuousBatcher : IDisposable
 {
     /// <summary>Most prompt tokens per pass, so a long prompt delays the others' next token by one chunk only.</summary>
     public const int PrefillChunkTokens = 64;
+    /// <summary>The default of <see cref="ShiftMinTokens"/>.</summary>
+    public const int DefaultShiftMinTokens = 16;
+
+    /// <summary>
+    /// Shortest run of cached tokens, after a span the new prompt leaves out, that is moved down in the KV cache
+    /// (InferenceSession.RemoveWithoutReplay) instead of being prefilled again; 0 never moves cached tokens.
+    /// </summary>
+    public int ShiftMinTokens { get; init; } = DefaultShiftMinTokens;
 
     readonly InferenceModel model;
     readonly int maxBatchSize;
@@ -176,6 +184,15 @@ public sealed class ContinuousBatcher : IDisposable
         {
             int keep = 0, limit = Math.Min(s.Length, g.Prompt.Length - 1);
             while (keep < limit && s.Tokens[keep] == g.Prompt[keep]) keep++;
+            // A prompt that drops a span of the cached tokens after the common prefix (a chat window moving past its
+            // oldest exchanges) keeps the cache of what follows the span: it moves down instead of being prefilled.
+            var (drop, follow) = ShiftMinTokens > 0 ? LongestShiftedMatch(s.Tokens, g.Prompt, keep) : (0, 0);
+            if (follow >= ShiftMinTokens && follow > 0)
+            {
+                s.TruncateWithoutReplay(keep + drop + follow); // only the matching run moves
+                s.RemoveWithoutReplay(keep, drop);
+                keep += follow;
+            }
             if (keep < s.Length) s.TruncateWithoutReplay(keep);
             g.CachedTokens = keep;
             g.PrefillOffset = keep;
@@ -187,6 +204,23 @@ public sealed class ContinuousBatcher : IDisposable
             return false;
         }
         finally { s.BorrowedScratch = null; }
+    }
+
+    /// <summary>
+    /// The span of cached tokens after position <paramref name="start"/> whose removal lets the most further cached
+    /// tokens match the prompt: (drop, follow) with cached[start + drop + i] = prompt[start + i] for i &lt; follow, and
+    /// at least one prompt token left to run; (0, 0) when no removal matches anything.
+    /// </summary>
+    internal static (int Drop, int Follow) LongestShiftedMatch(IReadOnlyList<int> cached, int[] prompt, int start)
+    {
+        int best = 0, bestDrop = 0;
+        for (int drop = 1; start + drop + best < cached.Count; drop++)
+        {
+            int n = 0, limit = Math.Min(cached.Count - start - drop, prompt.Length - 1 - start);
+            while (n < limit && cached[start + drop + n] == prompt[start + n]) n++;
+            if (n > best) (best, bestDrop) = (n, drop);
+        }
+        return best > 0 ? (bestDrop, best) : (0, 0);
     }
 
     public void Dispose()

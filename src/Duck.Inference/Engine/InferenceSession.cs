@@ -24,6 +24,8 @@ public sealed class InferenceSession
     public IReadOnlyList<int> Tokens => tokens;
     public int Length => tokens.Count;
     public int ContextLength => Model.Config.ContextLength;
+    /// <summary>The KV cache itself (tests read its entries).</summary>
+    internal KvCache Cache => cache;
     /// <summary>Bytes held by this session's KV cache (it grows with the tokens, up to the context window).</summary>
     public long CacheBytes => cache.SizeBytes;
     /// <summary>Logits after the last appended token (empty before the first append).</summary>
@@ -99,6 +101,21 @@ public sealed class InferenceSession
     {
         if (length < 0 || length > tokens.Count) throw new ArgumentOutOfRangeException(nameof(length), length, $"must be in [0, {tokens.Count}]");
         tokens.RemoveRange(length, tokens.Count - length);
+    }
+
+    /// <summary>
+    /// Forgets tokens [start, start + count) and moves the later ones down in the KV cache (KvCache.Shift), without
+    /// recomputing the logits: for a caller that appends at least one token next. A conversation whose window
+    /// moves past its oldest exchanges keeps the cache of everything after them this way instead of prefilling it again.
+    /// </summary>
+    internal void RemoveWithoutReplay(int start, int count)
+    {
+        if (start < 0 || count < 1 || start + count > tokens.Count)
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"tokens [{start}, {start + count}) are not all in the session's {tokens.Count}");
+        int half = Model.Config.HeadDim / 2;
+        if (start + count < tokens.Count)
+            cache.Shift(start, count, tokens.Count, Model.RopeCos.AsSpan(count * half, half), Model.RopeSin.AsSpan(count * half, half));
+        tokens.RemoveRange(start, count);
     }
 
     /// <summary>Empties the session.</summary>

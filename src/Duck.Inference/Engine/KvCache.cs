@@ -73,6 +73,44 @@ public sealed class KvCache
         }
     }
 
+    /// <summary>
+    /// Moves the entries of positions [from + count, end) down to [from, end − count), for a sequence that loses
+    /// tokens [from, from + count): values as they are, keys turned back by count positions. RoPE turns pair i of a
+    /// key at position p by p·θ_i, so turning it by −count·θ_i gives the key at p − count, up to the rounding of its
+    /// storage (int8 keys are quantized again, bf16 keys rounded again). <paramref name="cos"/> and
+    /// <paramref name="sin"/> hold cos(count·θ_i) and sin(count·θ_i). The moved entries still carry what their
+    /// tokens saw of the lost ones in the layers above the first, as any context shift of a KV cache does.
+    /// </summary>
+    public void Shift(int from, int count, int end, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        if (from < 0 || count < 1 || end > Capacity || from + count > end)
+            throw new ArgumentException($"cannot shift positions [{from + count}, {end}) down by {count} in a cache of {Capacity} positions");
+        Span<float> back = stackalloc float[sin.Length];
+        for (int i = 0; i < sin.Length; i++) back[i] = -sin[i];
+        Span<float> key = stackalloc float[headDim];
+        for (int l = 0; l < layers; l++)
+            for (int h = 0; h < numHeads; h++)
+                for (int p = from + count; p < end; p++)
+                {
+                    int src = Offset(h, p), dst = Offset(h, p - count), si = h * Capacity + p, di = si - count;
+                    if (Type == KvCacheType.Int8)
+                    {
+                        for (int d = 0; d < headDim; d++) key[d] = K8[l][src + d] * KScale[l][si];
+                        Kernels.VectorMath.Rope(key, 1, headDim, cos, back);
+                        KScale[l][di] = Kernels.AttentionKernels.QuantizeInt8(key, K8[l].AsSpan(dst, headDim), out KSum[l][di]);
+                        Array.Copy(V8[l], src, V8[l], dst, headDim);
+                        VScale[l][di] = VScale[l][si];
+                    }
+                    else
+                    {
+                        for (int d = 0; d < headDim; d++) key[d] = Kernels.AttentionKernels.FromBf16(K[l][src + d]);
+                        Kernels.VectorMath.Rope(key, 1, headDim, cos, back);
+                        Kernels.AttentionKernels.Store(key, K[l].AsSpan(dst, headDim));
+                        Array.Copy(V[l], src, V[l], dst, headDim);
+                    }
+                }
+    }
+
     /// <summary>Makes room for positions [0, positions).</summary>
     public void EnsureCapacity(int positions)
     {

@@ -31,6 +31,12 @@ public record ChatServingOptions
     /// docs/benchmarks.md) or Bf16.
     /// </summary>
     public KvCacheType KvCache { get; init; } = KvCacheType.Int8;
+    /// <summary>
+    /// Shortest run of cached tokens a new prompt may reuse after a removed span (a conversation's window moving past
+    /// its oldest exchanges): the run moves down in the KV cache instead of being prefilled again. 0 turns it off,
+    /// so a moved window is prefilled anew (exact, slower).
+    /// </summary>
+    public int CacheShiftMinTokens { get; init; } = ContinuousBatcher.DefaultShiftMinTokens;
 }
 
 /// <summary>A loaded model and the batcher that runs it.</summary>
@@ -98,7 +104,7 @@ public sealed partial class ChatModelHost(ChatServingOptions options, ILogger<Ch
         var model = InferenceModel.Load(path, threads);
         model.KvCacheType = options.KvCache;
         Log.ChatModelLoaded(logger, name, path, model.Config.NumLayers, model.Config.ModelDim, model.Config.ContextLength, threads);
-        return new ServedModel(name, model, new ContinuousBatcher(model, options.MaxBatchSize, name));
+        return new ServedModel(name, model, new ContinuousBatcher(model, options.MaxBatchSize, name) { ShiftMinTokens = options.CacheShiftMinTokens });
     }
 
     ChatException NotFound(string name)

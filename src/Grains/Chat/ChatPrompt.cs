@@ -92,6 +92,26 @@ static class ChatPrompt
         return prompt.Length <= Budget(maxTokens, context) ? prompt : null;
     }
 
+    /// <summary>
+    /// When a continued prompt leaves no room for the reply: the same tokens with the oldest exchanges after the
+    /// system part left out, until the prompt takes at most half of its budget (as <see cref="BuildWindow"/>), and the
+    /// number of exchanges left out; null when even the new message alone does not fit. The tokens kept are those the
+    /// model read and wrote, so the batcher moves their KV cache down instead of prefilling them again.
+    /// </summary>
+    public static (int[] Prompt, int Dropped)? ShiftWindow(IReadOnlyList<int> promptAndReply, string message, int maxTokens, int context)
+    {
+        int[] full = ChatFormat.ContinuePrompt(promptAndReply, message);
+        int budget = Budget(maxTokens, context), target = Math.Max(1, budget / 2);
+        var starts = ChatFormat.UserTurnStarts(full); // the last one is the new message's
+        for (int k = 1; k < starts.Count; k++)
+        {
+            int length = full.Length - (starts[k] - starts[0]);
+            if (length <= target || (k == starts.Count - 1 && length <= budget))
+                return ([.. full.AsSpan(0, starts[0]), .. full.AsSpan(starts[k])], k);
+        }
+        return null;
+    }
+
     /// <summary>The stored exchanges after the first <paramref name="skip"/> as prompt messages: an exchange whose reply
     /// was empty is left out (an empty turn is not a valid message).</summary>
     public static List<ChatMessage> History(string? systemPrompt, IReadOnlyList<ChatTurn> turns, string message, int skip = 0)

@@ -1,6 +1,8 @@
 // A conversation kept by the server: its spec and messages persist in the "duck" grain storage (a folder or Azure
-// Blob); its KV cache lives in this activation, so a follow-up turn prefills only its new tokens. After a move or
-// a silo's death the grain re-activates elsewhere from the stored messages and the next turn rebuilds the cache.
+// Blob); its KV cache lives in this activation, so a follow-up turn prefills only its new tokens, also when the
+// context is full and the window moves past the oldest exchanges (their cache entries are dropped and the rest
+// moves down: ChatPrompt.ShiftWindow, ContinuousBatcher.ShiftMinTokens). After a move or a silo's death the grain
+// re-activates elsewhere from the stored messages and the next turn rebuilds the cache.
 // One turn at a time: the stream's iterator interleaves with other calls (GetAsync answers during a reply), and a
 // new message supersedes a reply still streaming (whose caller may be gone with its silo): that reply is cancelled,
 // is not stored, and its stream ends with SessionBusy.
@@ -78,10 +80,16 @@ public sealed class ChatSessionGrain(
         var turns = state.State.Messages;
         int maxTokens = settings.MaxTokens ?? host.Options.DefaultMaxTokens;
         ChatPrompt.Check(message ?? "");
-        int[] prompt;
-        if (continuation is { } c && c.Window == window && c.Turns == turns.Count && ChatPrompt.Continue(c.Tokens, message!, maxTokens, context) is { } next)
-            prompt = next;
-        else
+        int[]? prompt = null;
+        if (continuation is { } c && c.Window == window && c.Turns == turns.Count)
+        {
+            prompt = ChatPrompt.Continue(c.Tokens, message!, maxTokens, context);
+            // Full: the window moves on over the same tokens. (Its count of left-out stored exchanges is approximate
+            // when an empty reply was left out of the prompt earlier; it only seeds the next rebuild from text.)
+            if (prompt is null && ChatPrompt.ShiftWindow(c.Tokens, message!, maxTokens, context) is { } moved)
+                (prompt, window) = (moved.Prompt, Math.Min(window + moved.Dropped, turns.Count / 2));
+        }
+        if (prompt is null)
             (prompt, window) = ChatPrompt.BuildWindow(skip => ChatPrompt.History(spec.SystemPrompt, turns, message ?? "", skip),
                 turns.Count / 2, Math.Min(window, turns.Count / 2), maxTokens, context);
         continuation = null;

@@ -6,7 +6,7 @@ using Duck.Grains.Chat;
 namespace Duck.Silo.ChatApi;
 
 /// <summary>Everything under "Duck:Chat": the serving settings the model host reads (Models, Threads, MaxBatchSize,
-/// DefaultMaxTokens, MaxTokensLimit, CacheFolder, KvCache) and the HTTP API's own.</summary>
+/// DefaultMaxTokens, MaxTokensLimit, CacheFolder, KvCache, CacheShiftMinTokens) and the HTTP API's own.</summary>
 public sealed record ChatApiOptions : ChatServingOptions
 {
     /// <summary>Accepted Bearer keys. Empty means no key is asked for, which only localhost clustering (the embedded default) allows.</summary>
@@ -24,6 +24,7 @@ public sealed record ChatApiOptions : ChatServingOptions
         if (!Enum.IsDefined(KvCache)) throw new ArgumentException($"{S}:KvCache must be Bf16 or Int8, got {KvCache}");
         if (Threads < 0) throw new ArgumentException($"{S}:Threads must be >= 0 (0: all cores), got {Threads}");
         if (MaxBatchSize < 1) throw new ArgumentException($"{S}:MaxBatchSize must be >= 1, got {MaxBatchSize}");
+        if (CacheShiftMinTokens < 0) throw new ArgumentException($"{S}:CacheShiftMinTokens must be >= 0 (0: off), got {CacheShiftMinTokens}");
         if (MaxTokensLimit < 1) throw new ArgumentException($"{S}:MaxTokensLimit must be >= 1, got {MaxTokensLimit}");
         if (DefaultMaxTokens < 1 || DefaultMaxTokens > MaxTokensLimit)
             throw new ArgumentException($"{S}:DefaultMaxTokens must be in 1..{S}:MaxTokensLimit ({MaxTokensLimit}), got {DefaultMaxTokens}");

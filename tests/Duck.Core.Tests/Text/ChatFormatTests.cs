@@ -128,6 +128,20 @@ public sealed class ChatFormatTests
     }
 
     [Fact]
+    public void UserTurnStarts_EncodedHistory_AreWhereEachUserTurnBegins()
+    {
+        var m = TwoTurns.Messages; // system, user, assistant, user, assistant
+        int[] ids = ChatFormat.PromptForReply(m.Take(4).ToArray());
+        int[] beforeFirst = ChatFormat.PromptForReply(m.Take(2).ToArray());
+        int firstUser = beforeFirst.Length - ChatFormat.MarkerTokens(ChatRole.Assistant).Count
+            - Tokenizer.Encode(m[1].Content.Trim()).Length - 1 - ChatFormat.MarkerTokens(ChatRole.User).Count;
+        int secondUser = beforeFirst.Length + Tokenizer.Encode(m[2].Content.Trim()).Length + 1;
+
+        Assert.Equal([firstUser, secondUser], ChatFormat.UserTurnStarts(ids));
+        Assert.Empty(ChatFormat.UserTurnStarts(ChatFormat.MarkerTokens(ChatRole.User).Take(2).ToArray()));
+    }
+
+    [Fact]
     public void PromptForReply_HistoryEndingWithAssistant_Throws()
     {
         var e = Assert.Throws<ArgumentException>(() => ChatFormat.PromptForReply(TwoTurns.Messages));

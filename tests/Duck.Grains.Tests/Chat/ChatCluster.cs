@@ -1,5 +1,6 @@
-// Test scaffolding for the chat grains: a models folder holding one tiny random model ("tiny", context 64) and
-// in-process clusters whose silos serve it, wired like src/Silo, with fast failure detection.
+// Test scaffolding for the chat grains: a models folder holding tiny random models ("tiny", context 64, and
+// "tiny-256", context 256, for conversations that outgrow a window) and in-process clusters whose silos serve
+// them, wired like src/Silo, with fast failure detection.
 using Duck.Grains.Chat;
 using Duck.Inference.Tests;
 using Orleans.Configuration;
@@ -11,12 +12,14 @@ namespace Duck.Grains.Tests.Chat;
 static class ChatCluster
 {
     public const string Model = "tiny";
+    public const string LongModel = "tiny-256";
 
-    /// <summary>A fresh folder with tiny.gguf (random weights, seed 5).</summary>
+    /// <summary>A fresh folder with tiny.gguf and tiny-256.gguf (random weights, seed 5).</summary>
     public static string ModelsFolder()
     {
         string folder = Directory.CreateTempSubdirectory("duck-chat-models-").FullName;
         File.Move(TestModels.WriteGguf(TestModels.Tiny(), seed: 5), Path.Combine(folder, Model + ".gguf"));
+        File.Move(TestModels.WriteGguf(TestModels.Tiny() with { ContextLength = 256 }, seed: 5), Path.Combine(folder, LongModel + ".gguf"));
         return folder;
     }
 

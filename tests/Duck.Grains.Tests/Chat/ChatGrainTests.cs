@@ -121,6 +121,34 @@ public sealed class ChatGrainTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SendAsync_WindowMovesOn_TurnPrefillsOnlyItsNewMessage()
+    {
+        // 256-token context, 16-token replies: the window moves every few turns, keeping the system prompt and the
+        // newest exchanges, whose KV cache moves down; no turn prefills more than its own message and markers.
+        var session = Client.GetGrain<IChatSessionGrain>("window");
+        await session.CreateAsync(new ChatSessionSpec
+        {
+            Model = ChatCluster.LongModel, SystemPrompt = "You are Duck, a friendly duck.", Settings = new ChatGenerationSettings { Temperature = 0, MaxTokens = 16 },
+        });
+        int newPart = 1 + ChatFormat.MarkerTokens(ChatRole.User).Count + 1 + ChatFormat.MarkerTokens(ChatRole.Assistant).Count; // end of turn, markers, newline
+
+        var usages = new List<(ChatUsage Usage, int MessageTokens)>();
+        for (int i = 0; i < 14; i++)
+        {
+            string message = $"Tell me more about ponds, please, {i}";
+            usages.Add(((await ChatCluster.ReadAsync(session.SendAsync(message))).Usage, Gpt2Tokenizer.Shared.Encode(message).Length));
+        }
+
+        string all = string.Join(", ", usages.Select(u => $"{u.Usage.CachedTokens}/{u.Usage.PromptTokens}"));
+        int moves = usages.Zip(usages.Skip(1)).Count(p => p.Second.Usage.PromptTokens < p.First.Usage.PromptTokens);
+        Assert.True(moves >= 2, $"the window moved {moves} times: {all}");
+        // A reply cut by a stop sequence is continued from its stored text (rare for greedy replies): allow one.
+        int prefilledMore = usages.Skip(1).Count(u => u.Usage.PromptTokens - u.Usage.CachedTokens > newPart + u.MessageTokens + 1);
+        Assert.True(prefilledMore <= 1, $"{prefilledMore} follow-up turns prefilled more than their new message: {all}");
+        Assert.Equal(28, (await session.GetAsync())!.Messages.Length);
+    }
+
+    [Fact]
     public async Task DeleteAsync_ThenGet_Null()
     {
         var session = Client.GetGrain<IChatSessionGrain>("deleted");
