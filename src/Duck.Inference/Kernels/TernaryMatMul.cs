@@ -299,8 +299,9 @@ public static unsafe class TernaryMatMul
         var cd = Avx2.HorizontalAdd(Fold(r2), Fold(r3));
         var abcd = Avx2.HorizontalAdd(ab, cd);               // [a b c d | a b c d] partial sums
         var sums = abcd.GetLower() + abcd.GetUpper();
-        a.Store(i, t, sums.GetElement(0)); a.Store(i + 1, t, sums.GetElement(1));
-        a.Store(i + 2, t, sums.GetElement(2)); a.Store(i + 3, t, sums.GetElement(3));
+        // Rows i..i+3 of token t are adjacent in y: (dot − sum) · factor for all four in one vector, as Store does.
+        var y = Vector128.ConvertToSingle(sums - Vector128.Create(a.Sums[t])) * Vector128.Create(a.Factor[t]);
+        y.Store(a.Y + (long)t * a.W.Rows + i);
 
         static Vector256<int> Fold(Vector512<short> x)
         {
