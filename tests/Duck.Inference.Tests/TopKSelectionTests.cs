@@ -12,6 +12,7 @@ public class TopKSelectionTests
     [InlineData(5, 5)]
     [InlineData(100, 40)]
     [InlineData(257, 256)]
+    [InlineData(1003, 7)]
     [InlineData(50257, 40)]
     public void SelectTopK_RandomLogitsWithTies_SameAsFullSort(int vocab, int k)
     {

@@ -108,7 +108,20 @@ public sealed class Sampler
     {
         // order[0..k) is a heap whose root is the worst candidate kept so far.
         for (int i = 0; i < k; i++) { order[i] = i; SiftUp(keys, order, i); }
-        for (int i = k; i < keys.Length; i++)
+        int next = k;
+        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+        {
+            // Every kept index is below the one being read, so a key beats the root exactly when it is greater: skip
+            // eight keys at a time that are not (nearly all of a vocabulary once the heap holds good candidates).
+            for (; next + 8 <= keys.Length; next += 8)
+            {
+                var worst = System.Runtime.Intrinsics.Vector256.Create(keys[order[0]]);
+                if (!System.Runtime.Intrinsics.Vector256.GreaterThanAny(System.Runtime.Intrinsics.Vector256.Create(keys.AsSpan(next, 8)), worst)) continue;
+                for (int i = next; i < next + 8; i++)
+                    if (Better(keys, i, order[0])) { order[0] = i; SiftDown(keys, order, 0, k); }
+            }
+        }
+        for (int i = next; i < keys.Length; i++)
             if (Better(keys, i, order[0])) { order[0] = i; SiftDown(keys, order, 0, k); }
         Array.Sort(order, 0, k, Comparer<int>.Create((a, b) => Better(keys, a, b) ? -1 : Better(keys, b, a) ? 1 : 0));
     }
