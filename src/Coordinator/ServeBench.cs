@@ -39,7 +39,7 @@ public static class ServeBench
             var deadline = DateTime.UtcNow.AddSeconds(s);
             await Task.WhenAll(Enumerable.Range(0, n).Select(i => run.ConversationAsync(i, deadline, ct)));
             double elapsed = clock.Elapsed.TotalSeconds;
-            int mismatches = await run.VerifyHistoriesAsync(ct);
+            var (mismatches, missing, unacknowledged) = await run.VerifyHistoriesAsync(ct);
             var result = new
             {
                 model = modelName, sessions = n, seconds = Math.Round(elapsed, 1), max_tokens = m,
@@ -48,12 +48,14 @@ public static class ServeBench
                 tokens_per_s = Math.Round(run.Tokens / elapsed, 1), tokens = run.Tokens, requests = run.Requests, errors = run.Errors,
                 prompt_tokens = run.PromptTokens, cached_prompt_tokens = run.CachedTokens,
                 failed_turns = run.FailedTurns, unrecovered_sessions = run.Unrecovered, history_mismatches = mismatches,
+                history_missing = missing, unacknowledged_turns = unacknowledged,
             };
             if (pr.GetValue(json)) Cli.WriteJson(result);
             else Console.WriteLine($"{n} sessions x {elapsed:F0} s on '{modelName}': TTFT p50 {result.ttft_p50_ms} ms, p99 {result.ttft_p99_ms} ms; " +
                                    $"inter-token p50 {result.itl_p50_ms} ms, p99 {result.itl_p99_ms} ms; {result.tokens_per_s} tokens/s; " +
                                    $"{run.Requests} requests, {run.Errors} errors ({run.FailedTurns} turns failed at least once, {run.Unrecovered} conversations unrecovered); " +
-                                   $"{mismatches} conversations with a history mismatch");
+                                   $"{mismatches} conversations with a history mismatch ({missing} missing exchanges that succeeded, " +
+                                   $"{unacknowledged} exchanges stored whose reply the client saw fail)");
             return run.Errors == 0 && mismatches == 0 ? 0 : 1;
         });
         return cmd;
@@ -178,21 +180,30 @@ public static class ServeBench
             lock (Itl) Itl.AddRange(gaps);
         }
 
-        /// <summary>Conversations whose stored history does not hold exactly two messages per successful exchange.</summary>
-        public async Task<int> VerifyHistoriesAsync(CancellationToken ct)
+        /// <summary>
+        /// Conversations whose stored history does not hold exactly two messages per successful exchange; of those, the
+        /// ones holding fewer (exchanges lost: unreadable counts here too), and the exchanges stored beyond the
+        /// successful ones: turns the server completed and kept whose stream broke before the client read its end
+        /// (its HTTP silo died), which the client counted as failed.
+        /// </summary>
+        public async Task<(int Mismatches, int Missing, int Unacknowledged)> VerifyHistoriesAsync(CancellationToken ct)
         {
-            int bad = 0;
+            int bad = 0, missing = 0, extra = 0;
             foreach (var (id, exchanges, baseUrl) in done)
             {
                 try
                 {
                     using var response = await http.GetAsync(new Uri(baseUrl, $"v1/sessions/{id}"), ct);
                     using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct));
-                    if (!response.IsSuccessStatusCode || doc.RootElement.GetProperty("messages").GetArrayLength() != 2 * exchanges) bad++;
+                    int stored = response.IsSuccessStatusCode ? doc.RootElement.GetProperty("messages").GetArrayLength() : -1;
+                    if (stored == 2 * exchanges) continue;
+                    bad++;
+                    if (stored < 2 * exchanges) missing++;
+                    else extra += (stored - 2 * exchanges) / 2;
                 }
-                catch (Exception) when (!ct.IsCancellationRequested) { bad++; }
+                catch (Exception) when (!ct.IsCancellationRequested) { bad++; missing++; }
             }
-            return bad;
+            return (bad, missing, extra);
         }
     }
 }
