@@ -65,17 +65,24 @@ public sealed class ContinuousBatcherTests : IDisposable
         Assert.Equal(followUp.Length, two.PromptTokens);
     }
 
-    [Fact]
-    public async Task Submit_PromptLeavingOutACachedSpan_MovesTheRestDownInsteadOfPrefillingIt()
+    /// <summary>
+    /// A 30-token prompt, then the window moving on: the first 3 tokens stay, the next 10 go, the other 17 follow,
+    /// then two new tokens. Returns the second generation's summary, the session and the second prompt.
+    /// </summary>
+    async Task<(GenerationSummary Summary, InferenceSession Session, int[] Moved)> MoveWindowAsync(int shiftMinTokens)
     {
-        using var batcher = new ContinuousBatcher(model) { ShiftMinTokens = 4 };
+        using var batcher = new ContinuousBatcher(model) { ShiftMinTokens = shiftMinTokens };
         var session = new InferenceSession(model);
         int[] first = [.. Enumerable.Range(0, 30).Select(i => (i * 131 + 7) % 50000 + 1)];
         await ReadAsync(batcher.Submit(session, first, Greedy));
-        // A window moving on: the first 3 tokens stay, the next 10 go, the other 17 follow, then new tokens.
         int[] moved = [.. first[..3], .. first[13..], 11, 12];
+        return ((await ReadAsync(batcher.Submit(session, moved, Greedy))).Summary, session, moved);
+    }
 
-        var (text, summary) = await ReadAsync(batcher.Submit(session, moved, Greedy));
+    [Fact]
+    public async Task Submit_PromptLeavingOutACachedSpan_MovesTheRestDownInsteadOfPrefillingIt()
+    {
+        var (summary, session, moved) = await MoveWindowAsync(shiftMinTokens: 4);
 
         Assert.Equal(3 + 17, summary.CachedTokens);
         Assert.Equal(moved.Length, summary.PromptTokens);
@@ -84,17 +91,8 @@ public sealed class ContinuousBatcherTests : IDisposable
     }
 
     [Fact]
-    public async Task Submit_ShiftOff_PrefillsEverythingAfterTheCommonPrefix()
-    {
-        using var batcher = new ContinuousBatcher(model) { ShiftMinTokens = 0 };
-        var session = new InferenceSession(model);
-        int[] first = [.. Enumerable.Range(0, 30).Select(i => (i * 131 + 7) % 50000 + 1)];
-        await ReadAsync(batcher.Submit(session, first, Greedy));
-
-        var (_, summary) = await ReadAsync(batcher.Submit(session, [.. first[..3], .. first[13..], 11, 12], Greedy));
-
-        Assert.Equal(3, summary.CachedTokens);
-    }
+    public async Task Submit_ShiftOff_PrefillsEverythingAfterTheCommonPrefix() =>
+        Assert.Equal(3, (await MoveWindowAsync(shiftMinTokens: 0)).Summary.CachedTokens);
 
     [Theory]
     [InlineData(new[] { 1, 2, 3, 4, 5, 6 }, new[] { 1, 4, 5, 6, 9 }, 1, 2, 3)] // drop 2 3, then 4 5 6 follow

@@ -142,7 +142,8 @@ public sealed partial class InferenceModel
     /// <summary>
     /// Rotary embedding, the cache store and attention in one parallel loop over (cache group, head): within an
     /// item the rows of a cache go in order, each storing its key and value before it attends, so a prompt chunk
-    /// sees its own earlier tokens and nothing waits at a barrier between storing and attending.
+    /// sees its own earlier tokens and nothing waits at a barrier between storing and attending. (A single long prompt
+    /// therefore spreads its attention over at most NumHeads threads.)
     /// </summary>
     void Attention(int layer, int[][] groups, KvCache[] caches, int[] positions, ForwardScratch s)
     {
