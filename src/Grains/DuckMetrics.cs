@@ -59,8 +59,21 @@ public static class DuckMetrics
     /// <summary>Requests waiting for an inference slot (recorded by the chat API).</summary>
     public static readonly UpDownCounter<int> QueueDepth = Meter.CreateUpDownCounter<int>("duck.inference.queue_depth", description: "Chat requests waiting for a slot");
 
+    // The batchers of the models this process serves, observed for their pass and token counts.
+    static readonly ConcurrentDictionary<Duck.Inference.Engine.ContinuousBatcher, string> Batchers = new();
+
+    /// <summary>Observes a served model's batcher until <see cref="ForgetBatcher"/> (the model host does both).</summary>
+    public static void TrackBatcher(string model, Duck.Inference.Engine.ContinuousBatcher batcher) => Batchers[batcher] = model;
+    public static void ForgetBatcher(Duck.Inference.Engine.ContinuousBatcher batcher) => Batchers.TryRemove(batcher, out _);
+
+    static IEnumerable<Measurement<long>> ObserveBatchers(Func<Duck.Inference.Engine.ContinuousBatcher, long> figure) =>
+        Batchers.Select(kv => new Measurement<long>(figure(kv.Key), new KeyValuePair<string, object?>("model", kv.Value)));
+
     static DuckMetrics()
     {
+        // Their ratio is the mean decode batch: how many conversations each batched pass advanced.
+        Meter.CreateObservableCounter("duck.inference.decode_passes", () => ObserveBatchers(b => b.DecodeSteps), description: "Batched decode passes run for the model");
+        Meter.CreateObservableCounter("duck.inference.decoded_tokens", () => ObserveBatchers(b => b.DecodedTokens), description: "Tokens decoded by those passes (decoded_tokens / decode_passes is the mean batch)");
         Meter.CreateObservableGauge("duck.training.checkpoint_age", ObserveCheckpointAges, "s", "Seconds since the job's newest checkpoint on this silo");
         Meter.CreateObservableGauge("duck.training.job_step", ObserveJobs, description: "Committed step of each job whose grain this silo hosted, tagged with its state");
     }

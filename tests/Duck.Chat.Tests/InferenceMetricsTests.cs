@@ -1,5 +1,6 @@
 // The Duck meter's inference instruments are recorded by real chat traffic: a completion through the HTTP API
-// (in-process silo) yields a time to first token, a decode rate, and a queue depth that returns to zero.
+// (in-process silo) yields a time to first token, a decode rate, a queue depth that returns to zero, and the served
+// model's decode passes and decoded tokens (their ratio is the mean batch).
 using System.ClientModel;
 using System.Diagnostics.Metrics;
 using OpenAI;
@@ -17,6 +18,7 @@ public sealed class InferenceMetricsTests(ChatServer server) : IClassFixture<Cha
         listener.InstrumentPublished = (instrument, l) => { if (instrument.Meter.Name == Duck.Grains.DuckMetrics.MeterName && instrument.Name.StartsWith("duck.inference.")) l.EnableMeasurementEvents(instrument); };
         listener.SetMeasurementEventCallback<double>((i, v, _, _) => { lock (seen) seen.GetOrAdd(i.Name, _ => []).Add(v); });
         listener.SetMeasurementEventCallback<int>((i, v, _, _) => { lock (seen) seen.GetOrAdd(i.Name, _ => []).Add(v); });
+        listener.SetMeasurementEventCallback<long>((i, v, _, _) => { lock (seen) seen.GetOrAdd(i.Name, _ => []).Add(v); });
         listener.Start();
         var client = new ChatClient(ChatServer.Model, new ApiKeyCredential(ChatServer.Key), new OpenAIClientOptions { Endpoint = new Uri(server.BaseUrl, "v1") });
 
@@ -27,10 +29,14 @@ public sealed class InferenceMetricsTests(ChatServer server) : IClassFixture<Cha
         double QueueDepth() { lock (seen) return seen["duck.inference.queue_depth"].Sum(); }
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (QueueDepth() != 0 && DateTime.UtcNow < deadline) await Task.Delay(50);
+        listener.RecordObservableInstruments();
         lock (seen)
         {
             Assert.Contains(seen["duck.inference.time_to_first_token"], ms => ms > 0);
             Assert.Contains(seen["duck.inference.tokens_per_second"], tps => tps > 0);
+            // The served model's batcher: a decode rate means a second token, so at least one decode pass, of one token or more.
+            Assert.Contains(seen["duck.inference.decode_passes"], passes => passes >= 1);
+            Assert.True(seen["duck.inference.decoded_tokens"].Max() >= seen["duck.inference.decode_passes"].Max());
         }
         Assert.Equal(0, QueueDepth());
     }

@@ -104,7 +104,9 @@ public sealed partial class ChatModelHost(ChatServingOptions options, ILogger<Ch
         var model = InferenceModel.Load(path, threads);
         model.KvCacheType = options.KvCache;
         Log.ChatModelLoaded(logger, name, path, model.Config.NumLayers, model.Config.ModelDim, model.Config.ContextLength, threads);
-        return new ServedModel(name, model, new ContinuousBatcher(model, options.MaxBatchSize, name) { ShiftMinTokens = options.CacheShiftMinTokens });
+        var batcher = new ContinuousBatcher(model, options.MaxBatchSize, name) { ShiftMinTokens = options.CacheShiftMinTokens };
+        DuckMetrics.TrackBatcher(name, batcher);
+        return new ServedModel(name, model, batcher);
     }
 
     ChatException NotFound(string name)
@@ -117,6 +119,7 @@ public sealed partial class ChatModelHost(ChatServingOptions options, ILogger<Ch
     {
         foreach (var m in Loaded)
         {
+            DuckMetrics.ForgetBatcher(m.Batcher);
             m.Batcher.Dispose();
             m.Model.Dispose();
         }
