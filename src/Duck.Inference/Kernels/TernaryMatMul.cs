@@ -291,23 +291,30 @@ public static unsafe class TernaryMatMul
         }
     }
 
-    /// <summary>Widens four rows' int16 sums and reduces them together (vphaddd) into rows i..i+3 of token t.</summary>
+    /// <summary>Widens four rows' int16 sums and stores them into rows i..i+3 of token t (<see cref="StoreRows4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Store4(in Args a, int i, int t, Vector512<short> r0, Vector512<short> r1, Vector512<short> r2, Vector512<short> r3)
     {
-        var ab = Avx2.HorizontalAdd(Fold(r0), Fold(r1));
-        var cd = Avx2.HorizontalAdd(Fold(r2), Fold(r3));
-        var abcd = Avx2.HorizontalAdd(ab, cd);               // [a b c d | a b c d] partial sums
-        var sums = abcd.GetLower() + abcd.GetUpper();
-        // Rows i..i+3 of token t are adjacent in y: (dot − sum) · factor for all four in one vector, as Store does.
-        var y = Vector128.ConvertToSingle(sums - Vector128.Create(a.Sums[t])) * Vector128.Create(a.Factor[t]);
-        y.Store(a.Y + (long)t * a.W.Rows + i);
+        StoreRows4(a, i, t, Fold(r0), Fold(r1), Fold(r2), Fold(r3));
 
         static Vector256<int> Fold(Vector512<short> x)
         {
             var w = Widen(default, x);
             return w.GetLower() + w.GetUpper();
         }
+    }
+
+    /// <summary>
+    /// Reduces four rows' partial sums together (vphaddd) and, as rows i..i+3 of token t are adjacent in y, stores
+    /// (dot − sum) · factor for all four in one vector, as <see cref="Args.Store"/> does for one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StoreRows4(in Args a, int i, int t, Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3)
+    {
+        var abcd = Avx2.HorizontalAdd(Avx2.HorizontalAdd(r0, r1), Avx2.HorizontalAdd(r2, r3)); // [a b c d | a b c d] partial sums
+        var sums = abcd.GetLower() + abcd.GetUpper();
+        var y = Vector128.ConvertToSingle(sums - Vector128.Create(a.Sums[t])) * Vector128.Create(a.Factor[t]);
+        y.Store(a.Y + (long)t * a.W.Rows + i);
     }
 
     static void Rows4Tokens2x512(in Args a, int i, int t)
@@ -344,11 +351,12 @@ public static unsafe class TernaryMatMul
             c00 = Widen(c00, s00); c01 = Widen(c01, s01); c10 = Widen(c10, s10); c11 = Widen(c11, s11);
             c20 = Widen(c20, s20); c21 = Widen(c21, s21); c30 = Widen(c30, s30); c31 = Widen(c31, s31);
         }
-        a.Store(i, t, Vector512.Sum(c00)); a.Store(i, t + 1, Vector512.Sum(c01));
-        a.Store(i + 1, t, Vector512.Sum(c10)); a.Store(i + 1, t + 1, Vector512.Sum(c11));
-        a.Store(i + 2, t, Vector512.Sum(c20)); a.Store(i + 2, t + 1, Vector512.Sum(c21));
-        a.Store(i + 3, t, Vector512.Sum(c30)); a.Store(i + 3, t + 1, Vector512.Sum(c31));
+        StoreRows4(a, i, t, Half(c00), Half(c10), Half(c20), Half(c30));
+        StoreRows4(a, i, t + 1, Half(c01), Half(c11), Half(c21), Half(c31));
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> Half(Vector512<int> x) => x.GetLower() + x.GetUpper();
 
     static void Rows4Token1x512(in Args a, int i, int t)
     {
@@ -383,7 +391,6 @@ public static unsafe class TernaryMatMul
             c0 = Widen(Widen(c0, s0), e0); c1 = Widen(Widen(c1, s1), e1);
             c2 = Widen(Widen(c2, s2), e2); c3 = Widen(Widen(c3, s3), e3);
         }
-        a.Store(i, t, Vector512.Sum(c0)); a.Store(i + 1, t, Vector512.Sum(c1));
-        a.Store(i + 2, t, Vector512.Sum(c2)); a.Store(i + 3, t, Vector512.Sum(c3));
+        StoreRows4(a, i, t, Half(c0), Half(c1), Half(c2), Half(c3));
     }
 }
