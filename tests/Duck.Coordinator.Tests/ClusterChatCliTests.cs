@@ -6,10 +6,12 @@ using Duck.Silo.Tests;
 
 namespace Duck.Coordinator.Tests;
 
-public sealed class ClusterChatCliTests(ChatServer server) : IClassFixture<ChatServer>
+public sealed class ClusterChatCliTests(ChatServer server) : IClassFixture<ChatServer>, IDisposable
 {
     readonly string work = Directory.CreateTempSubdirectory("duck-cluster-cli-").FullName;
     string Url => server.BaseUrl.ToString().TrimEnd('/');
+
+    public void Dispose() => Directory.Delete(work, recursive: true);
 
     [Fact]
     public void Test_Cluster_EightPersonalityPromptsEachAnswered()

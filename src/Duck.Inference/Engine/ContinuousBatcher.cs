@@ -186,8 +186,7 @@ public sealed class ContinuousBatcher : IDisposable
             while (keep < limit && s.Tokens[keep] == g.Prompt[keep]) keep++;
             // A prompt that drops a span of the cached tokens after the common prefix (a chat window moving past its
             // oldest exchanges) keeps the cache of what follows the span: it moves down instead of being prefilled.
-            var (drop, follow) = ShiftMinTokens > 0 ? LongestShiftedMatch(s.Tokens, g.Prompt, keep) : (0, 0);
-            if (follow >= ShiftMinTokens && follow > 0)
+            if (ShiftMinTokens > 0 && LongestShiftedMatch(s.Tokens, g.Prompt, keep) is var (drop, follow) && follow >= ShiftMinTokens)
             {
                 s.TruncateWithoutReplay(keep + drop + follow); // only the matching run moves
                 s.RemoveWithoutReplay(keep, drop);

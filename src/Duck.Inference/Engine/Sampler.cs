@@ -1,5 +1,7 @@
 // Next-token sampling from logits: repetition penalty, then greedy (temperature 0) or temperature + top-k + top-p
 // sampling with a seedable RNG. Not generation control (stop sequences, max tokens: TextGenerator).
+using System.Runtime.Intrinsics;
+
 namespace Duck.Inference.Engine;
 
 /// <summary>Sampling and stopping settings of one reply; <see cref="Validate"/> rejects impossible values.</summary>
@@ -109,14 +111,14 @@ public sealed class Sampler
         // order[0..k) is a heap whose root is the worst candidate kept so far.
         for (int i = 0; i < k; i++) { order[i] = i; SiftUp(keys, order, i); }
         int next = k;
-        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+        if (Vector256.IsHardwareAccelerated)
         {
             // Every kept index is below the one being read, so a key beats the root exactly when it is greater: skip
             // eight keys at a time that are not (nearly all of a vocabulary once the heap holds good candidates).
             for (; next + 8 <= keys.Length; next += 8)
             {
-                var worst = System.Runtime.Intrinsics.Vector256.Create(keys[order[0]]);
-                if (!System.Runtime.Intrinsics.Vector256.GreaterThanAny(System.Runtime.Intrinsics.Vector256.Create(keys.AsSpan(next, 8)), worst)) continue;
+                var worst = Vector256.Create(keys[order[0]]);
+                if (!Vector256.GreaterThanAny(Vector256.Create(keys.AsSpan(next, 8)), worst)) continue;
                 for (int i = next; i < next + 8; i++)
                     if (Better(keys, i, order[0])) { order[0] = i; SiftDown(keys, order, 0, k); }
             }
