@@ -70,6 +70,21 @@ public class SamplerTests
     }
 
     [Theory]
+    [InlineData(64)]    // deduplicated on the stack
+    [InlineData(1000)]  // a window longer than 256 tokens goes through a set
+    public void ApplyRepetitionPenalty_TokenRepeatedInTheWindow_IsPenalizedOnce(int window)
+    {
+        var rng = new Random(3);
+        var history = Enumerable.Range(0, 600).Select(_ => rng.Next(20)).ToList(); // every token repeats many times
+        var l = Enumerable.Range(0, 30).Select(i => i % 2 == 0 ? 2f + i : -2f - i).ToArray();
+        var original = l.ToArray();
+        Sampler.ApplyRepetitionPenalty(l, history, 2f, window);
+        var recent = history.Skip(Math.Max(0, history.Count - window)).ToHashSet();
+        for (int t = 0; t < l.Length; t++)
+            Assert.Equal(!recent.Contains(t) ? original[t] : original[t] > 0 ? original[t] / 2f : original[t] * 2f, l[t]);
+    }
+
+    [Theory]
     [InlineData(-0.1f, 40, 1f)]
     [InlineData(0.8f, -1, 1f)]
     [InlineData(0.8f, 40, 0f)]

@@ -119,7 +119,6 @@ public sealed class ContinuousBatcher : IDisposable
     {
         var batch = new List<Generation>(running.Count + 2);
         var segments = new List<int[]>(running.Count + 2);
-        var toSample = new List<Generation>(running.Count + 2);
         foreach (var g in running)
         {
             if (g.Finished) continue;
@@ -139,10 +138,15 @@ public sealed class ContinuousBatcher : IDisposable
         }
         if (batch.Count == 0) return;
         var sessions = batch.Select(g => g.Session).ToArray();
+        // Rows that end a prompt or a decode step sample their next token as soon as their logits are copied, in the
+        // same parallel loop (sampling is per generation and independent).
+        var samples = new bool[batch.Count];
+        for (int i = 0; i < batch.Count; i++)
+            samples[i] = i < decodeRows || batch[i].PrefillOffset + segments[i].Length == batch[i].Prompt.Length;
         foreach (var s in sessions) s.BorrowedScratch = scratch;
         try
         {
-            InferenceSession.AppendBatch(sessions, segments);
+            InferenceSession.AppendBatch(sessions, segments, i => { if (samples[i]) batch[i].SampleNext(); });
         }
         catch (Exception e)
         {
@@ -158,15 +162,7 @@ public sealed class ContinuousBatcher : IDisposable
             Interlocked.Increment(ref decodeSteps);
             Interlocked.Add(ref decodedTokens, decodeRows);
         }
-        for (int i = 0; i < batch.Count; i++)
-        {
-            var g = batch[i];
-            if (i < decodeRows) { toSample.Add(g); continue; }
-            g.PrefillOffset += segments[i].Length;
-            if (g.PrefillOffset == g.Prompt.Length) toSample.Add(g);
-        }
-        // Sampling is per generation and independent: spread it over the model's worker threads.
-        model.Pool.For(toSample.Count, i => toSample[i].SampleNext());
+        for (int i = decodeRows; i < batch.Count; i++) batch[i].PrefillOffset += segments[i].Length;
     }
 
     /// <summary>

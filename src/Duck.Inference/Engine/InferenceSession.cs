@@ -143,7 +143,14 @@ public sealed class InferenceSession
     /// LastLogits become the logits after its last new token (the head runs only for those rows). Sessions must be
     /// distinct and share one model; the whole batch is at most <see cref="MaxPrefillBatch"/> rows.
     /// </summary>
-    public static void AppendBatch(IReadOnlyList<InferenceSession> sessions, IReadOnlyList<int[]> newTokens)
+    public static void AppendBatch(IReadOnlyList<InferenceSession> sessions, IReadOnlyList<int[]> newTokens) => AppendBatch(sessions, newTokens, null);
+
+    /// <summary>
+    /// <see cref="AppendBatch(IReadOnlyList{InferenceSession}, IReadOnlyList{int[]})"/>, then
+    /// <paramref name="afterEach"/>(i) for every session once its LastLogits are in place: the copies and the
+    /// callbacks (the batcher's sampling) run in one parallel loop on the model's threads, right after the pass.
+    /// </summary>
+    internal static void AppendBatch(IReadOnlyList<InferenceSession> sessions, IReadOnlyList<int[]> newTokens, Action<int>? afterEach)
     {
         if (sessions.Count != newTokens.Count) throw new ArgumentException($"{sessions.Count} sessions but {newTokens.Count} token lists");
         if (sessions.Count == 0) return;
@@ -183,11 +190,12 @@ public sealed class InferenceSession
         try
         {
             model.Forward(tokens, caches, positions, logitRows, logits, sessions[0].Scratch);
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n; i++) sessions[i].tokens.AddRange(newTokens[i]);
+            model.Pool.For(n, i =>
             {
-                sessions[i].tokens.AddRange(newTokens[i]);
                 logits.AsSpan(i * v, v).CopyTo(sessions[i].lastLogits);
-            }
+                afterEach?.Invoke(i);
+            });
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(logits); }
     }

@@ -71,7 +71,7 @@ public sealed class Sampler
         if (k < v) SelectTopK(work, order, k);
         else SortCandidates(work, order);
         float max = work[order[0]];
-        var probs = new double[k];
+        Span<double> probs = k <= 256 ? stackalloc double[k] : new double[k];
         double sum = 0;
         for (int i = 0; i < k; i++) { probs[i] = Math.Exp((work[order[i]] - max) / options.Temperature); sum += probs[i]; }
         int n = k;
@@ -111,21 +111,32 @@ public sealed class Sampler
         // order[0..k) is a heap whose root is the worst candidate kept so far.
         for (int i = 0; i < k; i++) { order[i] = i; SiftUp(keys, order, i); }
         int next = k;
-        if (Vector256.IsHardwareAccelerated)
+        if (Vector512.IsHardwareAccelerated || Vector256.IsHardwareAccelerated)
         {
             // Every kept index is below the one being read, so a key beats the root exactly when it is greater: skip
-            // eight keys at a time that are not (nearly all of a vocabulary once the heap holds good candidates).
-            for (; next + 8 <= keys.Length; next += 8)
+            // 16 (or 8) keys at a time that are not (nearly all of a vocabulary once the heap holds good candidates).
+            int width = Vector512.IsHardwareAccelerated ? 16 : 8;
+            float worst = keys[order[0]];
+            for (; next + width <= keys.Length; next += width)
             {
-                var worst = Vector256.Create(keys[order[0]]);
-                if (!Vector256.GreaterThanAny(Vector256.Create(keys.AsSpan(next, 8)), worst)) continue;
-                for (int i = next; i < next + 8; i++)
+                bool any = width == 16
+                    ? Vector512.GreaterThanAny(Vector512.Create(keys.AsSpan(next, 16)), Vector512.Create(worst))
+                    : Vector256.GreaterThanAny(Vector256.Create(keys.AsSpan(next, 8)), Vector256.Create(worst));
+                if (!any) continue;
+                for (int i = next; i < next + width; i++)
                     if (Better(keys, i, order[0])) { order[0] = i; SiftDown(keys, order, 0, k); }
+                worst = keys[order[0]];
             }
         }
         for (int i = next; i < keys.Length; i++)
             if (Better(keys, i, order[0])) { order[0] = i; SiftDown(keys, order, 0, k); }
-        Array.Sort(order, 0, k, Comparer<int>.Create((a, b) => Better(keys, a, b) ? -1 : Better(keys, b, a) ? 1 : 0));
+        // Best first. An insertion sort: k is small (40 by default), and a comparer delegate would allocate per token.
+        for (int i = 1; i < k; i++)
+        {
+            int x = order[i], j = i - 1;
+            for (; j >= 0 && Better(keys, x, order[j]); j--) order[j + 1] = order[j];
+            order[j + 1] = x;
+        }
     }
 
     static bool Better(float[] keys, int a, int b) => keys[a] > keys[b] || (keys[a] == keys[b] && a < b);
@@ -158,11 +169,18 @@ public sealed class Sampler
     public static void ApplyRepetitionPenalty(Span<float> logits, IReadOnlyList<int> history, float penalty, int window)
     {
         if (penalty == 1f) return;
-        var seen = new HashSet<int>();
-        for (int i = Math.Max(0, history.Count - window); i < history.Count; i++)
+        int from = Math.Max(0, history.Count - window), count = history.Count - from;
+        // Each token is penalized once. A window of the usual size is deduplicated by a look back over a stack copy;
+        // a set is allocated only for a long one.
+        HashSet<int>? seen = count > 256 ? new HashSet<int>() : null;
+        Span<int> done = stackalloc int[seen is null ? count : 0];
+        int n = 0;
+        for (int i = from; i < history.Count; i++)
         {
             int t = history[i];
-            if ((uint)t >= (uint)logits.Length || !seen.Add(t)) continue;
+            if ((uint)t >= (uint)logits.Length) continue;
+            if (seen is not null ? !seen.Add(t) : done[..n].Contains(t)) continue;
+            if (seen is null) done[n++] = t;
             logits[t] = logits[t] > 0 ? logits[t] / penalty : logits[t] * penalty;
         }
     }
