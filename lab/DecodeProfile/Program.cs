@@ -5,7 +5,8 @@ var m = InferenceModel.Load(args[0], 2);
 var c = m.Config;
 int R = args.Length > 1 ? int.Parse(args[1]) : 16;
 // Optional: "int8" for the chat servers' cache type; "pos P" decodes at position P (default 100); "loop SECONDS" runs
-// only the batched decode (after 1.5 s of warm-up), for perf or for A/B runs of two builds.
+// only the batched decode (after 1.5 s of warm-up), for perf or for A/B runs of two builds; "mix P" adds a prompt
+// chunk of P rows to that pass, as a serving pass carries; "sample" times the sampler on the pass's logits.
 var kvType = args.Contains("int8") ? KvCacheType.Int8 : KvCacheType.Bf16;
 int loopIndex = Array.IndexOf(args, "loop");
 var rng = new Random(1);
@@ -20,12 +21,38 @@ one.EnsureCapacity(c.ContextLength);
 int posIndex = Array.IndexOf(args, "pos"), pos = posIndex >= 0 ? int.Parse(args[posIndex + 1]) : 100;
 var posDecode = Enumerable.Repeat(pos, R).ToArray();
 var posPrefill = Enumerable.Range(Math.Min(pos, c.ContextLength - R), R).ToArray();
+// "mix P": a serving pass, R decode rows plus one prompt chunk of P rows of another cache (logits only where sampled).
+int mixIndex = Array.IndexOf(args, "mix"), P = mixIndex >= 0 ? int.Parse(args[mixIndex + 1]) : 0;
+if (P > 0)
+{
+    var extra = new KvCache(c.NumLayers, c.NumHeads, c.HeadDim, c.ContextLength, kvType);
+    extra.EnsureCapacity(c.ContextLength);
+    tokens = [.. tokens, .. Enumerable.Range(0, P).Select(_ => rng.Next(50000))];
+    many = [.. many, .. Enumerable.Repeat(extra, P)];
+    posDecode = [.. posDecode, .. Enumerable.Range(pos - P, P)];
+    logits = new float[(R + 1) * c.VocabSize];
+}
+int[] logitRows = [.. Enumerable.Range(0, R), .. (P > 0 ? new[] { R + P - 1 } : [])];
+if (args.Contains("sample"))
+{
+    m.Forward(tokens, many, posDecode, logitRows, logits, scratch);
+    var sampler = new Sampler(new SamplingOptions { Temperature = 0.8f, TopK = 40, TopP = 0.95f, RepetitionPenalty = 1.1f, Seed = 1 });
+    var history = Enumerable.Range(0, 150).Select(_ => rng.Next(50000)).ToList();
+    int V = c.VocabSize;
+    for (int rep = 0; rep < 3; rep++)
+    {
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < 2000; i++) sampler.Sample(logits.AsSpan((i % R) * V, V), history);
+        Console.WriteLine($"sample: {sw.Elapsed.TotalMicroseconds / 2000:F1} us");
+    }
+    return;
+}
 if (loopIndex >= 0)
 {
-    for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < 1.5;) m.Forward(tokens, many, posDecode, true, logits, scratch);
+    for (var warm = Stopwatch.StartNew(); warm.Elapsed.TotalSeconds < 1.5;) m.Forward(tokens, many, posDecode, logitRows, logits, scratch);
     var until = Stopwatch.StartNew();
     long passes = 0;
-    while (until.Elapsed.TotalSeconds < double.Parse(args[loopIndex + 1])) { m.Forward(tokens, many, posDecode, true, logits, scratch); passes++; }
+    while (until.Elapsed.TotalSeconds < double.Parse(args[loopIndex + 1])) { m.Forward(tokens, many, posDecode, logitRows, logits, scratch); passes++; }
     Console.WriteLine($"{passes} passes, {until.Elapsed.TotalMilliseconds / passes:F2} ms/pass");
     return;
 }
