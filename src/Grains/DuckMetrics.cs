@@ -74,6 +74,9 @@ public static class DuckMetrics
         // Their ratio is the mean decode batch: how many conversations each batched pass advanced.
         Meter.CreateObservableCounter("duck.inference.decode_passes", () => ObserveBatchers(b => b.DecodeSteps), description: "Batched decode passes run for the model");
         Meter.CreateObservableCounter("duck.inference.decoded_tokens", () => ObserveBatchers(b => b.DecodedTokens), description: "Tokens decoded by those passes (decoded_tokens / decode_passes is the mean batch)");
+        Meter.CreateObservableCounter("duck.inference.prefilled_tokens", () => ObserveBatchers(b => b.PrefilledTokens), description: "Prompt tokens run by the model's passes alongside the decode rows");
+        Meter.CreateObservableCounter("duck.inference.busy_time", () => Batchers.Select(kv => new Measurement<double>(kv.Key.BusyTime.TotalSeconds, new KeyValuePair<string, object?>("model", kv.Value))),
+            "s", "Wall time the model's batcher spent in passes (busy_time / decode_passes is about the mean pass)");
         Meter.CreateObservableGauge("duck.training.checkpoint_age", ObserveCheckpointAges, "s", "Seconds since the job's newest checkpoint on this silo");
         Meter.CreateObservableGauge("duck.training.job_step", ObserveJobs, description: "Committed step of each job whose grain this silo hosted, tagged with its state");
     }

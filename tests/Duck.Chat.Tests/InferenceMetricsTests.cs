@@ -1,6 +1,6 @@
 // The Duck meter's inference instruments are recorded by real chat traffic: a completion through the HTTP API
 // (in-process silo) yields a time to first token, a decode rate, a queue depth that returns to zero, and the served
-// model's decode passes and decoded tokens (their ratio is the mean batch).
+// model's decode passes and decoded tokens (their ratio is the mean batch), its prefilled tokens and busy time.
 using System.ClientModel;
 using System.Diagnostics.Metrics;
 using OpenAI;
@@ -37,6 +37,9 @@ public sealed class InferenceMetricsTests(ChatServer server) : IClassFixture<Cha
             // The served model's batcher: a decode rate means a second token, so at least one decode pass, of one token or more.
             Assert.Contains(seen["duck.inference.decode_passes"], passes => passes >= 1);
             Assert.True(seen["duck.inference.decoded_tokens"].Max() >= seen["duck.inference.decode_passes"].Max());
+            // The prompt ran through the batcher too, and its passes took time.
+            Assert.Contains(seen["duck.inference.prefilled_tokens"], tokens => tokens >= 1);
+            Assert.Contains(seen["duck.inference.busy_time"], seconds => seconds > 0);
         }
         Assert.Equal(0, QueueDepth());
     }

@@ -49,7 +49,7 @@ public sealed class ContinuousBatcher : IDisposable
     readonly Thread thread;
     readonly CancellationTokenSource stopping = new();
     readonly ForwardScratch scratch = new(); // lent to every session while the batcher runs it: one set of buffers per model
-    long decodeSteps, decodedTokens;
+    long decodeSteps, decodedTokens, prefilledTokens, busyTicks;
     int activeGenerations;
 
     /// <param name="maxBatchSize">Most generations advanced in one batched pass; more wait for a free slot.</param>
@@ -67,6 +67,10 @@ public sealed class ContinuousBatcher : IDisposable
     public long DecodeSteps => Interlocked.Read(ref decodeSteps);
     /// <summary>Tokens decoded by those passes (their mean batch size is DecodedTokens / DecodeSteps).</summary>
     public long DecodedTokens => Interlocked.Read(ref decodedTokens);
+    /// <summary>Prompt tokens run by the passes (the chunks that ride along with the decode rows).</summary>
+    public long PrefilledTokens => Interlocked.Read(ref prefilledTokens);
+    /// <summary>Wall time spent in passes (forward and sampling); over DecodeSteps, about the mean time of a pass.</summary>
+    public TimeSpan BusyTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref busyTicks));
     /// <summary>Generations submitted and not yet ended (queued, prefilling or decoding); 0 when the model is idle.</summary>
     public int ActiveGenerations => Volatile.Read(ref activeGenerations);
 
@@ -102,7 +106,9 @@ public sealed class ContinuousBatcher : IDisposable
                 try { wake.Wait(stopping.Token); } catch (OperationCanceledException) { break; }
             }
             while (running.Count + prefilling.Count < maxBatchSize && incoming.TryDequeue(out var g)) prefilling.Add(g);
+            long started = Stopwatch.GetTimestamp();
             Step(running, prefilling);
+            Interlocked.Add(ref busyTicks, Stopwatch.GetTimestamp() - started);
             running.RemoveAll(g => g.Finished);
             foreach (var g in prefilling)
                 if (g.PrefillOffset == g.Prompt.Length && !g.Finished) running.Add(g);
@@ -162,7 +168,11 @@ public sealed class ContinuousBatcher : IDisposable
             Interlocked.Increment(ref decodeSteps);
             Interlocked.Add(ref decodedTokens, decodeRows);
         }
-        for (int i = decodeRows; i < batch.Count; i++) batch[i].PrefillOffset += segments[i].Length;
+        for (int i = decodeRows; i < batch.Count; i++)
+        {
+            batch[i].PrefillOffset += segments[i].Length;
+            Interlocked.Add(ref prefilledTokens, segments[i].Length);
+        }
     }
 
     /// <summary>
