@@ -4,7 +4,8 @@
 // conversation's stored history holds every exchange that succeeded. Several --url values spread the sessions and
 // let a session move on to the next silo when its silo stops answering (the failover drill): a failed turn is
 // retried with the next message until one succeeds; `errors` counts every failed attempt, `failed_turns` the turns
-// that failed at least once.
+// that failed at least once. The silos' own view comes from their /metrics before and after the load: how many
+// batched passes ran, their mean decode batch, the prompt rows riding along and the mean pass time (null without metrics).
 using System.CommandLine;
 using System.Diagnostics;
 using System.Net.Http.Headers;
@@ -35,10 +36,13 @@ public static class ServeBench
             if ((pr.GetValue(key) ?? Environment.GetEnvironmentVariable("DUCK_API_KEY")) is { } apiKey) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
             string modelName = pr.GetValue(model) ?? await OnlyModelAsync(http, bases[0], ct);
             var run = new Run(http, bases, modelName, m);
+            var before = await ScrapeAsync(http, bases, modelName, beforeLoad: true, ct);
             var clock = Stopwatch.StartNew();
             var deadline = DateTime.UtcNow.AddSeconds(s);
             await Task.WhenAll(Enumerable.Range(0, n).Select(i => run.ConversationAsync(i, deadline, ct)));
             double elapsed = clock.Elapsed.TotalSeconds;
+            var after = await ScrapeAsync(http, bases, modelName, beforeLoad: false, ct);
+            var server = before is not null && after is not null ? after - before : null;
             var (mismatches, missing, unacknowledged) = await run.VerifyHistoriesAsync(ct);
             var result = new
             {
@@ -49,13 +53,16 @@ public static class ServeBench
                 prompt_tokens = run.PromptTokens, cached_prompt_tokens = run.CachedTokens,
                 failed_turns = run.FailedTurns, unrecovered_sessions = run.Unrecovered, history_mismatches = mismatches,
                 history_missing = missing, unacknowledged_turns = unacknowledged,
+                server_decode_passes = server?.Passes, server_mean_batch = server?.MeanBatch, server_prompt_rows_per_pass = server?.PromptRowsPerPass,
+                server_pass_ms = server?.PassMs,
             };
             if (pr.GetValue(json)) Cli.WriteJson(result);
             else Console.WriteLine($"{n} sessions x {elapsed:F0} s on '{modelName}': TTFT p50 {result.ttft_p50_ms} ms, p99 {result.ttft_p99_ms} ms; " +
                                    $"inter-token p50 {result.itl_p50_ms} ms, p99 {result.itl_p99_ms} ms; {result.tokens_per_s} tokens/s; " +
                                    $"{run.Requests} requests, {run.Errors} errors ({run.FailedTurns} turns failed at least once, {run.Unrecovered} conversations unrecovered); " +
                                    $"{mismatches} conversations with a history mismatch ({missing} missing exchanges that succeeded, " +
-                                   $"{unacknowledged} exchanges stored whose reply the client saw fail)");
+                                   $"{unacknowledged} exchanges stored whose reply the client saw fail)" +
+                                   (server is { Passes: > 0 } ? $"; the silos ran {server.Passes} batched passes of {server.MeanBatch} decode and {server.PromptRowsPerPass} prompt rows, {server.PassMs} ms each" : ""));
             return run.Errors == 0 && mismatches == 0 ? 0 : 1;
         });
         return cmd;
@@ -71,6 +78,65 @@ public static class ServeBench
         using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct));
         var names = doc.RootElement.GetProperty("data").EnumerateArray().Select(e => e.GetProperty("id").GetString()!).ToArray();
         return names.Length == 1 ? names[0] : throw new UserErrorException($"the cluster serves {names.Length} models ({string.Join(", ", names)}): pick one with --model");
+    }
+
+    /// <summary>A served model's batcher counters (the silos' duck_inference_* metrics), summed over silos.</summary>
+    public sealed record BatcherCounters(double DecodePasses, double DecodedTokens, double PrefilledTokens, double BusySeconds)
+    {
+        public long Passes => (long)Math.Round(DecodePasses);
+        public double? MeanBatch => DecodePasses > 0 ? Math.Round(DecodedTokens / DecodePasses, 1) : null;
+        public double? PromptRowsPerPass => DecodePasses > 0 ? Math.Round(PrefilledTokens / DecodePasses, 1) : null;
+        /// <summary>Mean wall time of a pass; passes that only prefill are few under load and count in the time only.</summary>
+        public double? PassMs => DecodePasses > 0 ? Math.Round(1000 * BusySeconds / DecodePasses, 2) : null;
+
+        public static BatcherCounters operator -(BatcherCounters a, BatcherCounters b) =>
+            new(a.DecodePasses - b.DecodePasses, a.DecodedTokens - b.DecodedTokens, a.PrefilledTokens - b.PrefilledTokens, a.BusySeconds - b.BusySeconds);
+    }
+
+    /// <summary>
+    /// The batcher counters of <paramref name="model"/> read from every silo's /metrics, or null when one of them has
+    /// none to give (no metrics endpoint, an older silo, a silo that is gone): the figures are then left out, not guessed.
+    /// Before the load a silo that has not loaded the model yet has no counters for it: they start at zero.
+    /// </summary>
+    static async Task<BatcherCounters?> ScrapeAsync(HttpClient http, Uri[] bases, string model, bool beforeLoad, CancellationToken ct)
+    {
+        var total = new BatcherCounters(0, 0, 0, 0);
+        foreach (var baseUrl in bases)
+        {
+            try
+            {
+                using var response = await http.GetAsync(new Uri(baseUrl, "metrics"), ct);
+                if (!response.IsSuccessStatusCode) return null;
+                var c = ParseBatcherCounters(await response.Content.ReadAsStringAsync(ct), model) ?? (beforeLoad ? new BatcherCounters(0, 0, 0, 0) : null);
+                if (c is null) return null;
+                total = new BatcherCounters(total.DecodePasses + c.DecodePasses, total.DecodedTokens + c.DecodedTokens,
+                    total.PrefilledTokens + c.PrefilledTokens, total.BusySeconds + c.BusySeconds);
+            }
+            catch (HttpRequestException) { return null; }
+            catch (TaskCanceledException) when (!ct.IsCancellationRequested) { return null; } // the client's timeout
+        }
+        return total;
+    }
+
+    /// <summary>
+    /// The four batcher counters of <paramref name="model"/> in a Prometheus text exposition (series with its
+    /// model="…" label, summed), or null when any of them is missing.
+    /// </summary>
+    public static BatcherCounters? ParseBatcherCounters(string exposition, string model)
+    {
+        string[] names = ["duck_inference_decode_passes_total", "duck_inference_decoded_tokens_total", "duck_inference_prefilled_tokens_total", "duck_inference_busy_time_seconds_total"];
+        var sums = new double?[names.Length];
+        string label = $"model=\"{model}\"";
+        foreach (var line in exposition.Split('\n'))
+        {
+            int brace = line.IndexOf('{'), close = line.LastIndexOf('}');
+            if (line.StartsWith('#') || brace < 0 || close < brace) continue;
+            int i = Array.IndexOf(names, line[..brace]);
+            if (i < 0 || !line[brace..close].Split(',').Any(l => l.Trim('{', ' ') == label)) continue;
+            var value = line[(close + 1)..].Trim().Split(' ')[0];
+            if (double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v)) sums[i] = (sums[i] ?? 0) + v;
+        }
+        return sums.All(x => x.HasValue) ? new BatcherCounters(sums[0]!.Value, sums[1]!.Value, sums[2]!.Value, sums[3]!.Value) : null;
     }
 
     static double Percentile(List<double> values, int p)

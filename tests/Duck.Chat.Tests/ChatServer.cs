@@ -1,6 +1,6 @@
 // A real silo host for the tests, wired exactly as src/Silo/Program.cs: one Orleans silo and Kestrel on loopback
-// (free ports), a tiny random model "tiny" (context 64) in a temp models folder, an API key, and a small request
-// size limit. Shared by the tests of a class through IClassFixture. LongReplyChatServer serves the same tiny model
+// (free ports), a tiny random model "tiny" (context 64) in a temp models folder, an API key, a small request
+// size limit, and the Duck meter on /metrics. Shared by the tests of a class through IClassFixture. LongReplyChatServer serves the same tiny model
 // with a long context, for replies that run long enough to be cut short.
 using System.Net;
 using System.Net.Sockets;
@@ -8,6 +8,7 @@ using Duck.Inference.Tests;
 using Duck.Silo;
 using Duck.Silo.ChatApi;
 using Microsoft.Extensions.DependencyInjection;
+using OpenTelemetry.Metrics;
 
 namespace Duck.Silo.Tests;
 
@@ -51,9 +52,11 @@ public class ChatServer : IAsyncLifetime
         builder.Logging.ClearProviders();
         builder.AddDuckSilo();
         builder.AddDuckChat();
+        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(Duck.Grains.DuckMetrics.MeterName).AddPrometheusExporter());
         App = builder.Build();
         App.MapDuckHealth();
         App.MapDuckChatApi();
+        App.MapPrometheusScrapingEndpoint("/metrics");
         await App.StartAsync();
         BaseUrl = new Uri($"http://127.0.0.1:{http}/");
     }

@@ -57,5 +57,34 @@ public sealed class ClusterChatCliTests(ChatServer server) : IClassFixture<ChatS
         Assert.Equal(0, o["history_missing"]!.GetValue<int>());
         Assert.Equal(0, o["unacknowledged_turns"]!.GetValue<int>());
         Assert.Equal(3, o["sessions"]!.GetValue<int>());
+        // The silo's own view from its /metrics: the load ran batched passes of at least one decode row, in time.
+        // (Other test classes in this process serve "tiny" too, so only bounds hold.)
+        Assert.True(o["server_decode_passes"]!.GetValue<long>() >= 1, r.Stdout);
+        Assert.True(o["server_mean_batch"]!.GetValue<double>() >= 1, r.Stdout);
+        Assert.True(o["server_pass_ms"]!.GetValue<double>() > 0, r.Stdout);
+        Assert.NotNull(o["server_prompt_rows_per_pass"]);
+    }
+
+    [Fact]
+    public void ParseBatcherCounters_SumsTheModelsSeriesAndNeedsAllFour()
+    {
+        const string text = """
+            # TYPE duck_inference_decode_passes_total counter
+            duck_inference_decode_passes_total{otel_scope_name="Duck",model="small"} 100 1700000000000
+            duck_inference_decode_passes_total{otel_scope_name="Duck",model="small"} 20
+            duck_inference_decode_passes_total{otel_scope_name="Duck",model="smaller"} 7
+            duck_inference_decoded_tokens_total{otel_scope_name="Duck",model="small"} 1800
+            duck_inference_prefilled_tokens_total{otel_scope_name="Duck",model="small"} 1200
+            duck_inference_busy_time_seconds_total{otel_scope_name="Duck",model="small"} 2.4
+            """;
+
+        var c = ServeBench.ParseBatcherCounters(text, "small")!;
+
+        Assert.Equal(120, c.Passes);
+        Assert.Equal(15, c.MeanBatch);
+        Assert.Equal(10, c.PromptRowsPerPass);
+        Assert.Equal(20, c.PassMs);
+        Assert.Null(ServeBench.ParseBatcherCounters(text, "smaller")); // its other three counters are missing
+        Assert.Null(ServeBench.ParseBatcherCounters(text.Replace("busy_time", "idle_time"), "small"));
     }
 }
