@@ -6,6 +6,7 @@
 // retried with the next message until one succeeds; `errors` counts every failed attempt, `failed_turns` the turns
 // that failed at least once. The silos' own view comes from their /metrics before and after the load: how many
 // batched passes ran, their mean decode batch, the prompt rows riding along and the mean pass time (null without metrics).
+// --warmup runs the same load first, in conversations of its own, and leaves it out of every figure.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Net.Http.Headers;
@@ -24,17 +25,26 @@ public static class ServeBench
         var sessions = new Option<int>("--sessions") { Description = "Concurrent conversations", DefaultValueFactory = _ => 16 };
         var seconds = new Option<int>("--seconds") { Description = "Duration of the load", DefaultValueFactory = _ => 30 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens per reply", DefaultValueFactory = _ => 32 };
+        var warmup = new Option<int>("--warmup") { Description = "Seconds of the same load run first and left out of the figures (a fresh silo loads the model and compiles its code then)", DefaultValueFactory = _ => 0 };
         var json = new Option<bool>("--json") { Description = "One JSON object" };
-        var cmd = new Command("serve", "Chat serving figures of a running cluster: TTFT, inter-token latency, tokens/s, errors") { urls, key, model, sessions, seconds, maxTokens, json };
+        var cmd = new Command("serve", "Chat serving figures of a running cluster: TTFT, inter-token latency, tokens/s, errors") { urls, key, model, sessions, seconds, maxTokens, warmup, json };
         cmd.SetAction(async (ParseResult pr, CancellationToken ct) =>
         {
-            int n = pr.GetValue(sessions), s = pr.GetValue(seconds), m = pr.GetValue(maxTokens);
-            if (n is < 1 or > 1024 || s < 1 || m < 1) throw new UserErrorException($"need --sessions in 1..1024, --seconds >= 1, --max-tokens >= 1 (got {n}, {s}, {m})");
+            int n = pr.GetValue(sessions), s = pr.GetValue(seconds), m = pr.GetValue(maxTokens), w = pr.GetValue(warmup);
+            if (n is < 1 or > 1024 || s < 1 || m < 1 || w < 0)
+                throw new UserErrorException($"need --sessions in 1..1024, --seconds >= 1, --max-tokens >= 1, --warmup >= 0 (got {n}, {s}, {m}, {w})");
             var bases = pr.GetValue(urls)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(u => Uri.TryCreate(u.EndsWith('/') ? u : u + "/", UriKind.Absolute, out var uri) ? uri : throw new UserErrorException($"--url '{u}' is not an http address")).ToArray();
             using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, ConnectTimeout = TimeSpan.FromSeconds(5) }) { Timeout = TimeSpan.FromSeconds(120) };
             if ((pr.GetValue(key) ?? Environment.GetEnvironmentVariable("DUCK_API_KEY")) is { } apiKey) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
             string modelName = pr.GetValue(model) ?? await OnlyModelAsync(http, bases[0], ct);
+            if (w > 0)
+            {
+                // Conversations of their own, whose figures are dropped; the measured ones start afresh after them.
+                var warm = new Run(http, bases, modelName, m);
+                var warmDeadline = DateTime.UtcNow.AddSeconds(w);
+                await Task.WhenAll(Enumerable.Range(0, n).Select(i => warm.ConversationAsync(i, warmDeadline, ct)));
+            }
             var run = new Run(http, bases, modelName, m);
             var before = await ScrapeAsync(http, bases, modelName, beforeLoad: true, ct);
             var clock = Stopwatch.StartNew();
@@ -46,7 +56,7 @@ public static class ServeBench
             var (mismatches, missing, unacknowledged) = await run.VerifyHistoriesAsync(ct);
             var result = new
             {
-                model = modelName, sessions = n, seconds = Math.Round(elapsed, 1), max_tokens = m,
+                model = modelName, sessions = n, seconds = Math.Round(elapsed, 1), max_tokens = m, warmup_seconds = w,
                 ttft_p50_ms = Percentile(run.Ttft, 50), ttft_p99_ms = Percentile(run.Ttft, 99),
                 itl_p50_ms = Percentile(run.Itl, 50), itl_p99_ms = Percentile(run.Itl, 99),
                 tokens_per_s = Math.Round(run.Tokens / elapsed, 1), tokens = run.Tokens, requests = run.Requests, errors = run.Errors,

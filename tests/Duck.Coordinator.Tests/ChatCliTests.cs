@@ -39,6 +39,7 @@ public sealed class ChatCliTests : IDisposable
     [InlineData("--model FILE is required", "chat")]
     [InlineData("--model FILE is required", "test")]
     [InlineData("--sessions", "bench", "serve", "--sessions", "0")]
+    [InlineData("--warmup >= 0", "bench", "serve", "--warmup", "-1")]
     public void Command_BadInput_OneErrorLineExit2(string expected, params string[] args)
     {
         string model = TestModels.WriteGguf(TestModels.Tiny(), seed: 3);

@@ -45,7 +45,7 @@ public sealed class ClusterChatCliTests(ChatServer server) : IClassFixture<ChatS
     [Fact]
     public void BenchServe_Json_StableFieldsAndACleanHistoryCheck()
     {
-        var r = DuckProcess.Run(work, "bench", "serve", "--url", Url, "--key", ChatServer.Key, "--sessions", "3", "--seconds", "3", "--max-tokens", "4", "--json");
+        var r = DuckProcess.Run(work, "bench", "serve", "--url", Url, "--key", ChatServer.Key, "--sessions", "3", "--seconds", "3", "--max-tokens", "4", "--warmup", "1", "--json");
 
         Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr);
         var o = JsonNode.Parse(r.Stdout.Trim().Split('\n')[^1])!;
@@ -57,6 +57,7 @@ public sealed class ClusterChatCliTests(ChatServer server) : IClassFixture<ChatS
         Assert.Equal(0, o["history_missing"]!.GetValue<int>());
         Assert.Equal(0, o["unacknowledged_turns"]!.GetValue<int>());
         Assert.Equal(3, o["sessions"]!.GetValue<int>());
+        Assert.Equal(1, o["warmup_seconds"]!.GetValue<int>());
         // The silo's own view from its /metrics: the load ran batched passes of at least one decode row, in time.
         // (Other test classes in this process serve "tiny" too, so only bounds hold.)
         Assert.True(o["server_decode_passes"]!.GetValue<long>() >= 1, r.Stdout);
