@@ -99,6 +99,8 @@ public static class ServeBench
         /// <summary>Mean wall time of a pass; passes that only prefill are few under load and count in the time only.</summary>
         public double? PassMs => DecodePasses > 0 ? Math.Round(1000 * BusySeconds / DecodePasses, 2) : null;
 
+        public static BatcherCounters operator +(BatcherCounters a, BatcherCounters b) =>
+            new(a.DecodePasses + b.DecodePasses, a.DecodedTokens + b.DecodedTokens, a.PrefilledTokens + b.PrefilledTokens, a.BusySeconds + b.BusySeconds);
         public static BatcherCounters operator -(BatcherCounters a, BatcherCounters b) =>
             new(a.DecodePasses - b.DecodePasses, a.DecodedTokens - b.DecodedTokens, a.PrefilledTokens - b.PrefilledTokens, a.BusySeconds - b.BusySeconds);
     }
@@ -119,8 +121,7 @@ public static class ServeBench
                 if (!response.IsSuccessStatusCode) return null;
                 var c = ParseBatcherCounters(await response.Content.ReadAsStringAsync(ct), model) ?? (beforeLoad ? new BatcherCounters(0, 0, 0, 0) : null);
                 if (c is null) return null;
-                total = new BatcherCounters(total.DecodePasses + c.DecodePasses, total.DecodedTokens + c.DecodedTokens,
-                    total.PrefilledTokens + c.PrefilledTokens, total.BusySeconds + c.BusySeconds);
+                total += c;
             }
             catch (HttpRequestException) { return null; }
             catch (TaskCanceledException) when (!ct.IsCancellationRequested) { return null; } // the client's timeout

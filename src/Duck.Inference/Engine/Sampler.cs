@@ -119,7 +119,7 @@ public sealed class Sampler
             float worst = keys[order[0]];
             for (; next + width <= keys.Length; next += width)
             {
-                bool any = width == 16
+                bool any = Vector512.IsHardwareAccelerated // a JIT-time constant: one arm is compiled
                     ? Vector512.GreaterThanAny(Vector512.Create(keys.AsSpan(next, 16)), Vector512.Create(worst))
                     : Vector256.GreaterThanAny(Vector256.Create(keys.AsSpan(next, 8)), Vector256.Create(worst));
                 if (!any) continue;
