@@ -106,15 +106,17 @@ public static class InferenceBench
             double prefillTps = promptTokens / (prefillMs / 1000), decodeTps = (double)genTokens * nBatch / (decodeMs / 1000);
             long peak = ProcessMemory.PeakRssBytes();
             string name = path ?? $"{presetName} (random)";
+            // The int8 cache's q·k dots have their own path (AVX-VNNI or AVX2); a bf16 cache's attention is fp32 FMA.
+            string? attention = m.KvCacheType == KvCacheType.Int8 ? AttentionKernels.DotPath.ToString() : null;
             if (pr.GetValue(json))
                 Cli.WriteJson(new
                 {
-                    model = name, runs, kernel = m.KernelPath.ToString(), kv_cache = m.KvCacheType.ToString().ToLowerInvariant(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens, batch = nBatch,
+                    model = name, runs, kernel = m.KernelPath.ToString(), attention_kernel = attention, kv_cache = m.KvCacheType.ToString().ToLowerInvariant(), threads = nThreads, prompt_tokens = promptTokens, generate_tokens = genTokens, batch = nBatch,
                     prefill_tokens_per_s = Math.Round(prefillTps, 1), decode_tokens_per_s = Math.Round(decodeTps, 1),
                     ttft_ms = Math.Round(ttftMs, 1), prefill_cpu_ms = Math.Round(prefillCpuMs), decode_cpu_ms = Math.Round(decodeCpuMs), load_ms = Math.Round(loadMs, 1), file_bytes = m.FileBytes, peak_rss_bytes = peak,
                 });
             else
-                Console.WriteLine($"{name}: kernel {m.KernelPath}, {nThreads} threads, load {loadMs:F0} ms\n" +
+                Console.WriteLine($"{name}: kernel {m.KernelPath}{(attention is null ? "" : $", int8 attention {attention}")}, {nThreads} threads, load {loadMs:F0} ms\n" +
                                   $"  prefill {promptTokens} tokens: {prefillTps:F1} tokens/s (time to first token {ttftMs:F1} ms)\n" +
                                   $"  decode {genTokens} tokens{(nBatch > 1 ? $" x {nBatch} sessions" : "")}: {decodeTps:F1} tokens/s\n" +
                                   $"  file {m.FileBytes / 1e6:F1} MB, peak RSS {peak / 1e6:F1} MB\n" +

@@ -1,6 +1,6 @@
 // The chat commands of `duck` as a user runs them: `duck cluster deploy` copies a checked model under its name and
 // refuses bad names and files; `duck chat`/`test --cluster` and `duck bench serve` report bad input and an
-// unreachable server in one line with exit code 2.
+// unreachable server in one line with exit code 2; `duck bench infer --json` gives its figures and kernel paths.
 using System.Net;
 using System.Net.Sockets;
 using Duck.Inference.Tests;
@@ -50,6 +50,29 @@ public sealed class ChatCliTests : IDisposable
         Assert.Equal(2, r.ExitCode);
         Assert.Contains(expected, r.Stderr);
         Assert.Single(r.Stderr.Trim().Split('\n'));
+        File.Delete(model);
+    }
+
+    // The engine benchmark names the kernel paths it ran: the ternary kernel and, over an int8 cache, the attention's
+    // q·k dots (AVX-VNNI, else AVX2), the same the test process sees on this CPU.
+    [Theory]
+    [InlineData("int8")]
+    [InlineData("bf16")]
+    public void BenchInfer_Json_ReportsFiguresAndKernelPaths(string kv)
+    {
+        string model = TestModels.WriteGguf(TestModels.Tiny(), seed: 3);
+
+        var r = DuckProcess.Run(work, "bench", "infer", "--model", model, "--prompt-tokens", "8", "--generate-tokens", "8",
+            "--batch", "2", "--repeat", "1", "--kv-cache", kv, "--json");
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var j = System.Text.Json.JsonDocument.Parse(r.Stdout).RootElement;
+        Assert.Equal(Duck.Inference.Kernels.TernaryMatMul.Best.ToString(), j.GetProperty("kernel").GetString());
+        Assert.Equal(kv == "int8" ? Duck.Inference.Kernels.AttentionKernels.DotPath.ToString() : null, j.GetProperty("attention_kernel").GetString());
+        Assert.Equal(kv, j.GetProperty("kv_cache").GetString());
+        Assert.Equal(2, j.GetProperty("batch").GetInt32());
+        Assert.True(j.GetProperty("decode_tokens_per_s").GetDouble() > 0);
+        Assert.True(j.GetProperty("prefill_tokens_per_s").GetDouble() > 0);
         File.Delete(model);
     }
 

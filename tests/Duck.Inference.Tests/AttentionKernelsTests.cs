@@ -96,7 +96,8 @@ public class AttentionKernelsTests
     }
 
     // The query is quantized as the activations are, so the reference takes q8 · qScale; the integer dot products
-    // (vpdpbusd for head sizes divisible by 32, scalar otherwise) are exact.
+    // are exact on every path this CPU has (vpdpbusd or vpmaddubsw for head sizes divisible by 32, scalar otherwise),
+    // keys of -128 included.
     [Theory]
     [InlineData(64, 1)]
     [InlineData(64, 8)]
@@ -128,11 +129,22 @@ public class AttentionKernelsTests
 
         var o = new float[hd];
         var scores = new float[count];
+        var paths = new[] { KernelPath.Scalar, KernelPath.Avx2, KernelPath.AvxVnni }.Where(p => p == KernelPath.Scalar
+            || (p == KernelPath.Avx2 && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+            || (p == KernelPath.AvxVnni && System.Runtime.Intrinsics.X86.AvxVnni.IsSupported)).ToList();
+        Assert.Contains(AttentionKernels.DotPath, paths);
+        foreach (var path in paths)
+        {
+            fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
+            fixed (sbyte* kp = k, vp = v)
+            fixed (int* sump = sums)
+                AttentionKernels.AttendInt8(qp, kp, ksp, sump, vp, vsp, count, hd, scale, sp, op, path);
+            for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"{path}, dim {d}: {o[d]} vs {expected[d]}");
+        }
         fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
         fixed (sbyte* kp = k, vp = v)
         fixed (int* sump = sums)
             AttentionKernels.AttendInt8(qp, kp, ksp, sump, vp, vsp, count, hd, scale, sp, op);
-        for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"dim {d}: {o[d]} vs {expected[d]}");
         // Against the unquantized query the output moves by well under a percent of the values' scale.
         var exact = new double[count];
         for (int j = 0; j < count; j++)

@@ -3,8 +3,8 @@
 // relative 2^-8 of its fp32 value, half the bytes) or int8 with an absmax scale per head vector (a quarter of the
 // bytes). A decode step streams every cached position of every session it advances, so these bytes are the part
 // of a batched decode that grows with the sessions' lengths. Over an int8 cache the query is quantized too, so q·k
-// is an exact integer dot product (vpdpbusd: 64 multiply-adds in two instructions). Not the cache bookkeeping
-// (KvCache) or the forward pass.
+// is an exact integer dot product (vpdpbusd: 64 multiply-adds in two instructions; without AVX-VNNI, as on Zen 4,
+// vpmaddubsw and vpmaddwd). Not the cache bookkeeping (KvCache) or the forward pass.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -85,7 +85,17 @@ public static unsafe class AttentionKernels
     /// is valueScales[j] · values[j]. The query is quantized as the activations are (absmax int8, <see cref="QuantizeInt8(ReadOnlySpan{float}, Span{sbyte})"/>),
     /// so score j = (q8·k8_j) · (scale · qScale) · keyScales[j] with an exact integer dot product on every path.
     /// </summary>
-    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o)
+    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o) =>
+        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, scale, scores, o, DotPath);
+
+    /// <summary>
+    /// The path of AttendInt8's q·k dots on this CPU: AvxVnni (vpdpbusd), else Avx2 (vpmaddubsw on |k| and q with
+    /// k's sign, then vpmaddwd), else Scalar. Zen 4 has AVX-512 but not AVX-VNNI, so it takes Avx2.
+    /// </summary>
+    public static KernelPath DotPath { get; } = AvxVnni.IsSupported ? KernelPath.AvxVnni : Avx2.IsSupported ? KernelPath.Avx2 : KernelPath.Scalar;
+
+    /// <summary><see cref="AttendInt8(float*, sbyte*, float*, int*, sbyte*, float*, int, int, float, float*, float*)"/> with the dots' path chosen (tests force each one).</summary>
+    internal static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o, KernelPath path)
     {
         // The values are read only after the scores: ask for them now, so their lines arrive while the keys are read.
         if (Sse.IsSupported)
@@ -93,15 +103,21 @@ public static unsafe class AttentionKernels
         sbyte* q8 = stackalloc sbyte[hd];
         float factor = scale * QuantizeInt8(new ReadOnlySpan<float>(q, hd), new Span<sbyte>(q8, hd));
         int* dots = (int*)scores;                            // the integer dots, turned into float scores in place
-        if (AvxVnni.IsSupported && hd % 32 == 0) DotsVnni(q8, keys, keySums, count, hd, dots);
-        else
-            for (int j = 0; j < count; j++)
-            {
-                sbyte* k = keys + (long)j * hd;
-                int dot = 0;
-                for (int d = 0; d < hd; d++) dot += q8[d] * k[d];
-                dots[j] = dot;
-            }
+        if (hd % 32 != 0) path = KernelPath.Scalar;
+        switch (path)
+        {
+            case KernelPath.AvxVnni: Dots<VnniKeyDot>(q8, keys, keySums, count, hd, dots); break;
+            case KernelPath.Avx2 or KernelPath.Avx512: Dots<Avx2KeyDot>(q8, keys, keySums, count, hd, dots); break;
+            default:
+                for (int j = 0; j < count; j++)
+                {
+                    sbyte* k = keys + (long)j * hd;
+                    int dot = 0;
+                    for (int d = 0; d < hd; d++) dot += q8[d] * k[d];
+                    dots[j] = dot;
+                }
+                break;
+        }
         float max = ScaleDots(dots, keyScales, factor, count);
         float inv = 1f / ExpAndSum(scores, count, max);
         ScaleWeights(scores, valueScales, inv, count);
@@ -117,15 +133,46 @@ public static unsafe class AttentionKernels
     /// <summary><see cref="QuantizeInt8(ReadOnlySpan{float}, Span{sbyte})"/>, also giving the sum of the int8 values (a key's, for <see cref="AttendInt8"/>).</summary>
     public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q, out int sum) => 1f / QuantizedActivations.QuantizeRow(x, q, out sum);
 
+    /// <summary>One 32-byte chunk of q·k: the query chunk prepared once per head, then multiplied into a key's chunk.</summary>
+    interface IKeyDot
+    {
+        /// <summary>The query chunk as the product wants it.</summary>
+        static abstract Vector256<sbyte> Prepare(Vector256<sbyte> q);
+        static abstract Vector256<int> Dot(Vector256<int> acc, Vector256<sbyte> q, Vector256<sbyte> k);
+        /// <summary>True when the dot comes out as Σ (q + 128) · k, so 128 · keySums[j] has to come off.</summary>
+        static abstract bool Offset { get; }
+    }
+
+    /// <summary>vpdpbusd multiplies unsigned by signed bytes: the query goes in as q8 + 128 (one instruction per 32 products).</summary>
+    struct VnniKeyDot : IKeyDot
+    {
+        public static Vector256<sbyte> Prepare(Vector256<sbyte> q) => q ^ Vector256.Create((sbyte)-128);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> acc, Vector256<sbyte> q, Vector256<sbyte> k) => AvxVnni.MultiplyWideningAndAdd(acc, q.AsByte(), k);
+        public static bool Offset => true;
+    }
+
     /// <summary>
-    /// dots[j] = Σ_d q8[d] · keys[j, d] with vpdpbusd, which multiplies unsigned by signed bytes: the query goes in as
-    /// q8 + 128, and 128 · keySums[j] comes off. Eight positions at a time, reduced together.
+    /// AVX2: q·k = Σ |k| · (q · sign k), vpabsb and vpsignb then vpmaddubsw; |k| <= 128 and |q| <= 127 (absmax), so a
+    /// pair sums to at most 32,512 and never saturates; vpmaddwd by ones widens the pairs to int32. Exact for every k.
     /// </summary>
-    static void DotsVnni(sbyte* q8, sbyte* keys, int* keySums, int count, int hd, int* dots)
+    struct Avx2KeyDot : IKeyDot
+    {
+        public static Vector256<sbyte> Prepare(Vector256<sbyte> q) => q;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> acc, Vector256<sbyte> q, Vector256<sbyte> k) =>
+            acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(k), Avx2.Sign(q, k)), Vector256<short>.One);
+        public static bool Offset => false;
+    }
+
+    /// <summary>
+    /// dots[j] = Σ_d q8[d] · keys[j, d], eight positions at a time, reduced together; hd a multiple of 32.
+    /// </summary>
+    static void Dots<TDot>(sbyte* q8, sbyte* keys, int* keySums, int count, int hd, int* dots) where TDot : struct, IKeyDot
     {
         int chunks = hd / 32;
-        var qu = stackalloc Vector256<byte>[chunks];
-        for (int c = 0; c < chunks; c++) qu[c] = Vector256.Load((byte*)q8 + c * 32) ^ Vector256.Create((byte)0x80);
+        var qu = stackalloc Vector256<sbyte>[chunks];
+        for (int c = 0; c < chunks; c++) qu[c] = TDot.Prepare(Vector256.Load(q8 + c * 32));
         int j = 0;
         for (; j + 8 <= count; j += 8)
         {
@@ -135,27 +182,28 @@ public static unsafe class AttentionKernels
             for (int c = 0; c < chunks; c++, k += 32)
             {
                 var u = qu[c];
-                a0 = AvxVnni.MultiplyWideningAndAdd(a0, u, Vector256.Load(k));
-                a1 = AvxVnni.MultiplyWideningAndAdd(a1, u, Vector256.Load(k + hd));
-                a2 = AvxVnni.MultiplyWideningAndAdd(a2, u, Vector256.Load(k + 2 * hd));
-                a3 = AvxVnni.MultiplyWideningAndAdd(a3, u, Vector256.Load(k + 3 * hd));
-                a4 = AvxVnni.MultiplyWideningAndAdd(a4, u, Vector256.Load(k + 4 * hd));
-                a5 = AvxVnni.MultiplyWideningAndAdd(a5, u, Vector256.Load(k + 5 * hd));
-                a6 = AvxVnni.MultiplyWideningAndAdd(a6, u, Vector256.Load(k + 6 * hd));
-                a7 = AvxVnni.MultiplyWideningAndAdd(a7, u, Vector256.Load(k + 7 * hd));
+                a0 = TDot.Dot(a0, u, Vector256.Load(k));
+                a1 = TDot.Dot(a1, u, Vector256.Load(k + hd));
+                a2 = TDot.Dot(a2, u, Vector256.Load(k + 2 * hd));
+                a3 = TDot.Dot(a3, u, Vector256.Load(k + 3 * hd));
+                a4 = TDot.Dot(a4, u, Vector256.Load(k + 4 * hd));
+                a5 = TDot.Dot(a5, u, Vector256.Load(k + 5 * hd));
+                a6 = TDot.Dot(a6, u, Vector256.Load(k + 6 * hd));
+                a7 = TDot.Dot(a7, u, Vector256.Load(k + 7 * hd));
             }
             // Horizontal sums of eight vectors at once: two rounds of vphaddd within 128-bit halves, then the halves added.
             var h0 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
             var h1 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a4, a5), Avx2.HorizontalAdd(a6, a7));
             var sums = Avx2.Permute2x128(h0, h1, 0x20) + Avx2.Permute2x128(h0, h1, 0x31);
-            (sums - (Vector256.Load(keySums + j) << 7)).Store(dots + j);
+            if (TDot.Offset) sums -= Vector256.Load(keySums + j) << 7;
+            sums.Store(dots + j);
         }
         for (; j < count; j++)
         {
             sbyte* k = keys + (long)j * hd;
             Vector256<int> a = default;
-            for (int c = 0; c < chunks; c++) a = AvxVnni.MultiplyWideningAndAdd(a, qu[c], Vector256.Load(k + c * 32));
-            dots[j] = Vector256.Sum(a) - (keySums[j] << 7);
+            for (int c = 0; c < chunks; c++) a = TDot.Dot(a, qu[c], Vector256.Load(k + c * 32));
+            dots[j] = Vector256.Sum(a) - (TDot.Offset ? keySums[j] << 7 : 0);
         }
     }
 
