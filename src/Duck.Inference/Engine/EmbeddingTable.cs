@@ -1,6 +1,7 @@
 // The token embedding [vocab, modelDim] stored as F32, F16 or Q8_0 (a view into the mapped file or native memory
 // of random weights): row lookup for the input, and, for a tied head, logits = x · embedᵀ as a plain fp32
 // linear layer over the dequantized rows (activations stay fp32). Not the ternary head (TernaryLinear).
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using Duck.Inference.Gguf;
@@ -38,6 +39,7 @@ public sealed unsafe class EmbeddingTable : Linear
     public int RowBytes => rowBytes;
 
     /// <summary>Writes the fp32 embedding of <paramref name="token"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void GetRow(int token, Span<float> y)
     {
         if ((uint)token >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(token), token, $"token id must be in [0, {VocabSize})");
@@ -73,6 +75,7 @@ public sealed unsafe class EmbeddingTable : Linear
         });
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     float DotQ8(int row, ReadOnlySpan<float> x)
     {
         byte* p = data + (long)row * rowBytes;

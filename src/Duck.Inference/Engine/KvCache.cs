@@ -3,6 +3,8 @@
 // types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale (absmax / 127) per head
 // and position, plus each key's sum of int8 values: about half of bf16's bytes, the part of a batched decode's
 // memory traffic that grows with the sessions' lengths. Not the attention arithmetic (AttentionKernels).
+using System.Runtime.CompilerServices;
+
 namespace Duck.Inference.Engine;
 
 /// <summary>How a KV cache stores keys and values.</summary>
@@ -57,6 +59,7 @@ public sealed class KvCache
     public int Offset(int head, int position) => (head * Capacity + position) * headDim;
 
     /// <summary>Writes the key and value of (layer, head, position).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Store(int layer, int head, int position, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
     {
         int o = Offset(head, position);
@@ -81,6 +84,7 @@ public sealed class KvCache
     /// <paramref name="sin"/> hold cos(count·θ_i) and sin(count·θ_i). The moved entries still carry what their
     /// tokens saw of the lost ones in the layers above the first, as any context shift of a KV cache does.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Shift(int from, int count, int end, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         if (from < 0 || count < 1 || end > Capacity || from + count > end)

@@ -1,5 +1,6 @@
 // Next-token sampling from logits: repetition penalty, then greedy (temperature 0) or temperature + top-k + top-p
 // sampling with a seedable RNG. Not generation control (stop sequences, max tokens: TextGenerator).
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Duck.Inference.Engine;
@@ -56,6 +57,7 @@ public sealed class Sampler
     }
 
     /// <summary>Samples a token from <paramref name="logits"/> given the tokens generated or seen so far.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int Sample(ReadOnlySpan<float> logits, IReadOnlyList<int> history)
     {
         int v = logits.Length;
@@ -96,6 +98,7 @@ public sealed class Sampler
     }
 
     /// <summary>The reference order: every index sorted by logit, descending, ties by index (kept as the oracle of <see cref="SelectTopK"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SortCandidates(float[] keys, int[] order)
     {
         for (int i = 0; i < keys.Length; i++) order[i] = i;
@@ -106,6 +109,7 @@ public sealed class Sampler
     /// Effectively SortCandidates then keep order[0..k): the k best indices in the same order, found with a size-k
     /// heap in one pass over the logits (O(V log k) rather than a full O(V log V) sort per sampled token).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SelectTopK(float[] keys, int[] order, int k)
     {
         // order[0..k) is a heap whose root is the worst candidate kept so far.
@@ -141,6 +145,7 @@ public sealed class Sampler
 
     static bool Better(float[] keys, int a, int b) => keys[a] > keys[b] || (keys[a] == keys[b] && a < b);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SiftUp(float[] keys, int[] heap, int i)
     {
         while (i > 0)
@@ -152,6 +157,7 @@ public sealed class Sampler
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SiftDown(float[] keys, int[] heap, int i, int count)
     {
         while (true)
@@ -166,6 +172,7 @@ public sealed class Sampler
     }
 
     /// <summary>Divides positive logits (multiplies negative ones) of tokens among the last <paramref name="window"/> of <paramref name="history"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ApplyRepetitionPenalty(Span<float> logits, IReadOnlyList<int> history, float penalty, int window)
     {
         if (penalty == 1f) return;
@@ -186,6 +193,7 @@ public sealed class Sampler
     }
 
     /// <summary>Index of the largest value (the first on ties).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int ArgMax(ReadOnlySpan<float> x)
     {
         int best = 0;

@@ -1,6 +1,7 @@
 // BitNet b1.58 activation quantization per token (row): s = (1 / max(max|x|, 1e-5)) · 127, xq = clamp(round_half_even(x·s),
 // -128, 127). Writes int8 rows padded with zeros to the weight's padded width, plus the per-row scale and code sum
 // the ternary kernels need. Not the weight quantizer (Absmean).
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Duck.Inference.Kernels;
@@ -18,6 +19,7 @@ public sealed class QuantizedActivations
     public int PaddedCols;
 
     /// <summary>Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats (row stride <paramref name="cols"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Quantize(ReadOnlySpan<float> x, int rows, int cols)
     {
         Prepare(rows, cols);
@@ -35,6 +37,7 @@ public sealed class QuantizedActivations
     }
 
     /// <summary>Quantizes rows [start, end) after <see cref="Prepare"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void QuantizeRows(ReadOnlySpan<float> x, int cols, int start, int end)
     {
         for (int r = start; r < end; r++)
@@ -46,6 +49,7 @@ public sealed class QuantizedActivations
     }
 
     /// <summary>Quantizes one row; returns s and the sum of the int8 values. Vectorized; equal to <see cref="QuantizeRowScalar"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float QuantizeRow(ReadOnlySpan<float> x, Span<sbyte> q, out int sum)
     {
         if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported && x.Length % 16 == 0 && q.Length >= x.Length) return QuantizeRow512(x, q, out sum);
@@ -85,6 +89,7 @@ public sealed class QuantizedActivations
     /// 16 values per step for lengths divisible by 16 (a 64-wide attention head as much as a 768-wide row): the small
     /// rows of the KV cache and the attention query are quantized hundreds of times per layer of a batched decode.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe float QuantizeRow512(ReadOnlySpan<float> x, Span<sbyte> q, out int sum)
     {
         int n = x.Length;

@@ -31,6 +31,7 @@ public static unsafe class AttentionKernels
     public static float RoundToBf16(float x) => FromBf16(ToBf16(x));
 
     /// <summary>Stores x as bf16 (the same rounding as <see cref="ToBf16"/>, 16 values per step).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Store(ReadOnlySpan<float> x, Span<ushort> y)
     {
         if (y.Length < x.Length) throw new ArgumentException($"bf16 output holds {y.Length} values, needs {x.Length}");
@@ -54,6 +55,7 @@ public static unsafe class AttentionKernels
     /// o = Σ_j softmax_j(q·k_j · scale) · v_j over positions j in [0, count), keys and values [count, hd] bf16,
     /// q and o fp32 [hd]. <paramref name="scores"/> holds at least count floats of scratch.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o)
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
@@ -95,6 +97,7 @@ public static unsafe class AttentionKernels
     public static KernelPath DotPath { get; } = AvxVnni.IsSupported ? KernelPath.AvxVnni : Avx2.IsSupported ? KernelPath.Avx2 : KernelPath.Scalar;
 
     /// <summary><see cref="AttendInt8(float*, sbyte*, float*, int*, sbyte*, float*, int, int, float, float*, float*)"/> with the dots' path chosen (tests force each one).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o, KernelPath path)
     {
         // The values are read only after the scores: ask for them now, so their lines arrive while the keys are read.
@@ -168,6 +171,7 @@ public static unsafe class AttentionKernels
     /// <summary>
     /// dots[j] = Σ_d q8[d] · keys[j, d], eight positions at a time, reduced together; hd a multiple of 32.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Dots<TDot>(sbyte* q8, sbyte* keys, int* keySums, int count, int hd, int* dots) where TDot : struct, IKeyDot
     {
         int chunks = hd / 32;
@@ -208,6 +212,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>In place: scores[j] = dots[j] · factor · keyScales[j]; returns their maximum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float ScaleDots(int* dots, float* keyScales, float factor, int count)
     {
         float* scores = (float*)dots;
@@ -234,6 +239,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>weights[j] *= inv · valueScales[j] (the softmax's normalization and the value's scale in one factor).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void ScaleWeights(float* weights, float* valueScales, float inv, int count)
     {
         int j = 0;
@@ -274,6 +280,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>o = Σ_j weights[j] · v_j over values [count, hd]: 512-bit or 256-bit for head size 64, else generic.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void WeightedSum<T, TE>(T* values, float* weights, int count, int hd, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
@@ -299,6 +306,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>Head size 64 (every preset but 3b): q stays in 8 registers; two positions per iteration.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void ScoresHd64<T, TE>(float* q, T* keys, int count, float scale, float* scores) where T : unmanaged where TE : struct, IElement<T>
     {
         var q0 = Vector256.Load(q); var q1 = Vector256.Load(q + 8); var q2 = Vector256.Load(q + 16); var q3 = Vector256.Load(q + 24);
@@ -322,6 +330,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>Head size 64: o = Σ_j weights[j] · v_j with the output in 8 registers across all positions.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void WeightedSumHd64<T, TE>(T* values, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
@@ -339,6 +348,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary><see cref="WeightedSumHd64"/> with 16-wide vectors: four accumulators, each value widened and multiplied in three instructions.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void WeightedSumHd64x512<T, TE>(T* values, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
@@ -353,6 +363,7 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>scores[j] = exp(scores[j] − max); returns their sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float ExpAndSum(float* scores, int count, float max)
     {
         int j = 0;

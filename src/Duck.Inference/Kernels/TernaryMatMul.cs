@@ -2,6 +2,9 @@
 // every token t. One scalar oracle and three SIMD paths (AVX2 vpmaddubsw, AVX-VNNI vpdpbusd, AVX-512BW), each
 // tiled over rows and tokens so one unpack of the 2-bit codes feeds several products. The kernels multiply codes
 // (t+1 ∈ {0,1,2}, unsigned) by int8 activations and subtract the row's activation sum. Not thread-aware: callers split rows.
+// The engine's per-token methods here and in the other kernels, KvCache, EmbeddingTable and Sampler are marked
+// AggressiveOptimization: tiered compilation would run them unoptimized for the first second or so of a process,
+// which made a fresh silo's first replies several times slower (time to first token p99 2.5-2.9 s against 0.4 s).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -34,6 +37,7 @@ public static unsafe class TernaryMatMul
     /// Computes rows [rowStart, rowEnd) of y = x Wᵀ for all <c>x.Rows</c> tokens; y is [tokens, w.Rows] row-major.
     /// Effectively y[t, i] = (Σ_j (code_ij − 1) · xq[t, j]) · w.Scale / x.Scales[t].
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(PackedTernary w, QuantizedActivations x, Span<float> y, int rowStart, int rowEnd, KernelPath path)
     {
         if (x.PaddedCols != w.PaddedCols)
@@ -113,6 +117,7 @@ public static unsafe class TernaryMatMul
     /// <summary>Tokens per cache block: their int8 rows (32 × PaddedCols bytes) stay in L1/L2 while every row of the range passes.</summary>
     const int TokenBlock = 32;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Tiled256<TDot>(in Args a, int rowStart, int rowEnd) where TDot : struct, IDot256
     {
         if (a.Tokens < 4)
@@ -143,6 +148,7 @@ public static unsafe class TernaryMatMul
     /// 2 rows × 4 tokens: 8 accumulators, 2 code vectors and one activation vector fit the 16 VEX registers. The four
     /// shifts are unrolled so each vpdpbusd costs about two instructions in all.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Rows2Tokens4<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
     {
         int rb = a.W.RowBytes, kp = a.Kp;
@@ -177,6 +183,7 @@ public static unsafe class TernaryMatMul
     /// 4 rows × 1 token (decode): a 64-byte group per iteration, shifts as immediates, and two accumulators per row
     /// (even and odd shifts) so the vpdpbusd latency chains overlap.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Rows4Token1<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
     {
         int rb = a.W.RowBytes;
@@ -206,6 +213,7 @@ public static unsafe class TernaryMatMul
         a.Store(i + 2, t, Vector256.Sum(c2 + d2)); a.Store(i + 3, t, Vector256.Sum(c3 + d3));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Row1Token1<TDot>(in Args a, int i, int t) where TDot : struct, IDot256
     {
         byte* w0 = a.W.RowPointer(i);
@@ -232,6 +240,7 @@ public static unsafe class TernaryMatMul
     static Vector512<int> Widen(Vector512<int> acc, Vector512<short> sum16) =>
         acc + Avx512BW.MultiplyAddAdjacent(sum16, Vector512<short>.One);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Tiled512(in Args a, int rowStart, int rowEnd)
     {
         for (int t0 = 0; t0 < a.Tokens; t0 += TokenBlock)
@@ -256,6 +265,7 @@ public static unsafe class TernaryMatMul
     /// 4 rows × 4 tokens for rows of at most <see cref="Int16Blocks"/> blocks (K <= 2048): 16 int16 accumulators,
     /// widened once at the end, so each unpacked code vector feeds four products and no int32 accumulators are live.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Rows4Tokens4x512(in Args a, int i, int t)
     {
         int rb = a.W.RowBytes, kp = a.Kp;
@@ -317,6 +327,7 @@ public static unsafe class TernaryMatMul
         y.Store(a.Y + (long)t * a.W.Rows + i);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Rows4Tokens2x512(in Args a, int i, int t)
     {
         int rb = a.W.RowBytes;
@@ -358,6 +369,7 @@ public static unsafe class TernaryMatMul
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<int> Half(Vector512<int> x) => x.GetLower() + x.GetUpper();
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Rows4Token1x512(in Args a, int i, int t)
     {
         int rb = a.W.RowBytes;

@@ -1,5 +1,6 @@
 // Small fp32 helpers of the forward pass (dot, scaled add, RMSNorm, SiLU gate, RoPE, softmax), vectorized with
 // Vector256 where the loop is hot. Not the ternary kernels (TernaryMatMul).
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Duck.Inference.Kernels;
@@ -8,6 +9,7 @@ namespace Duck.Inference.Kernels;
 public static class VectorMath
 {
     /// <summary>Σ a[i]·b[i].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         int n = a.Length, i = 0;
@@ -23,6 +25,7 @@ public static class VectorMath
     }
 
     /// <summary>y[i] += alpha·x[i].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddScaled(Span<float> y, ReadOnlySpan<float> x, float alpha)
     {
         int n = y.Length, i = 0;
@@ -36,12 +39,14 @@ public static class VectorMath
     }
 
     /// <summary>y[i] += x[i].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Add(Span<float> y, ReadOnlySpan<float> x)
     {
         for (int i = 0; i < y.Length; i++) y[i] += x[i];
     }
 
     /// <summary>y = x / sqrt(mean(x²) + eps) · w.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float eps, Span<float> y)
     {
         float ms = Dot(x, x) / x.Length;
@@ -54,6 +59,7 @@ public static class VectorMath
     }
 
     /// <summary>gate[i] = SiLU(gate[i]) · up[i], with SiLU(g) = g / (1 + e^-g).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SiluGate(Span<float> gate, ReadOnlySpan<float> up)
     {
         int i = 0;
@@ -71,6 +77,7 @@ public static class VectorMath
     }
 
     /// <summary>Interleaved-pair RoPE on each head of one token: (a, b) → (a cos − b sin, a sin + b cos).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rope(Span<float> x, int numHeads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         for (int h = 0; h < numHeads; h++)
@@ -118,6 +125,7 @@ public static class VectorMath
     }
 
     /// <summary>In-place softmax with max subtraction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Softmax(Span<float> x)
     {
         float max = float.NegativeInfinity;
