@@ -110,7 +110,7 @@ public static unsafe class AttentionKernels
         switch (path)
         {
             case KernelPath.AvxVnni: Dots<VnniKeyDot>(q8, keys, keySums, count, hd, dots); break;
-            case KernelPath.Avx2 or KernelPath.Avx512: Dots<Avx2KeyDot>(q8, keys, keySums, count, hd, dots); break;
+            case KernelPath.Avx2: Dots<Avx2KeyDot>(q8, keys, keySums, count, hd, dots); break;
             default:
                 for (int j = 0; j < count; j++)
                 {
