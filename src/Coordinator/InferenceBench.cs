@@ -18,7 +18,7 @@ public static class InferenceBench
         var prompt = new Option<int>("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
         var generate = new Option<int>("--generate-tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 128 };
         var threads = new Option<int>("--threads") { Description = "Threads per request", DefaultValueFactory = _ => 2 };
-        var kernel = new Option<string?>("--kernel") { Description = "Force a kernel path: scalar, avx2, avxvnni, avx512" };
+        var kernel = new Option<string?>("--kernel") { Description = "Force a kernel path: scalar, avx2, avxvnni, avx512, avx512lookup" };
         var json = new Option<bool>("--json") { Description = "One JSON line" };
         var kv = new Option<string>("--kv-cache") { Description = "KV cache element type: bf16 or int8", DefaultValueFactory = _ => "bf16" };
         var batch = new Option<int>("--batch") { Description = "Concurrent sessions decoded together in one batched pass per token (the chat batcher's shape)", DefaultValueFactory = _ => 1 };

@@ -13,6 +13,10 @@ public class TernaryMatMulTests
         foreach (var (rows, cols) in new[] { (1, 64), (3, 100), (4, 256), (5, 200), (7, 512), (13, 768), (9, 2048), (8, 2304), (33, 704), (64, 128) })
             foreach (int tokens in new[] { 1, 2, 3, 4, 5, 9, 17 })
                 yield return [rows, cols, tokens];
+        // The lookup path's shapes: several 128-row quads with a partial last one, widths not a multiple of 9.
+        foreach (var (rows, cols) in new[] { (130, 768), (300, 100), (256, 2048) })
+            foreach (int tokens in new[] { 8, 14, 33 })
+                yield return [rows, cols, tokens];
     }
 
     static (PackedTernary W, QuantizedActivations X) Random(int rows, int cols, int tokens, int seed)
@@ -39,13 +43,71 @@ public class TernaryMatMulTests
         var (w, x) = Random(rows, cols, tokens, rows * 1000 + cols + tokens);
         var expected = new float[tokens * rows];
         TernaryMatMul.Multiply(w, x, expected, 0, rows, KernelPath.Scalar);
-        foreach (var path in new[] { KernelPath.Avx2, KernelPath.AvxVnni, KernelPath.Avx512 })
+        foreach (var path in new[] { KernelPath.Avx2, KernelPath.AvxVnni, KernelPath.Avx512, KernelPath.Avx512Lookup })
         {
             if (!TernaryMatMul.IsSupported(path)) continue;
             var y = new float[tokens * rows];
             TernaryMatMul.Multiply(w, x, y, 0, rows, path);
             Assert.True(expected.AsSpan().SequenceEqual(y), $"{path} differs from scalar for [{rows}x{cols}] x {tokens} tokens");
         }
+        w.Dispose();
+    }
+
+    [Fact]
+    public void Lookup_RowRangesOfQuads_MatchWholeProduct()
+    {
+        if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;
+        var (w, x) = Random(300, 768, 12, 5);
+        Assert.Equal(128, TernaryMatMul.RowGranule(KernelPath.Avx512Lookup, 12));
+        Assert.Equal(4, TernaryMatMul.RowGranule(KernelPath.Avx512Lookup, TernaryMatMul.LookupMinTokens - 1));
+        var expected = new float[12 * 300];
+        TernaryMatMul.Multiply(w, x, expected, 0, 300, KernelPath.Scalar);
+        var y = new float[12 * 300];
+        Array.Fill(y, float.NaN);
+        // Ranges as a caller splits them (quads), and one that does not start on a quad (multiply kernels instead).
+        foreach (var (start, end) in new[] { (0, 128), (256, 300), (128, 130), (130, 256) })
+            TernaryMatMul.Multiply(w, x, y, start, end, KernelPath.Avx512Lookup);
+        Assert.Equal(expected, y);
+        w.Dispose();
+    }
+
+    [Fact]
+    public void Lookup_LargestSums_DoNotOverflowInt16()
+    {
+        if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;
+        // Every weight +1 (or -1) and every activation 127: each table entry used is ±381, the most an int16 sum holds
+        // 86 of, and 2048 columns run 228 words, so the sums must be widened on the way.
+        foreach (sbyte sign in new sbyte[] { 1, -1 })
+        {
+            var w = new PackedTernary(128, 2048, 1f);
+            var row = new sbyte[2048];
+            Array.Fill(row, sign);
+            for (int r = 0; r < 128; r++) w.SetRow(r, row);
+            var x = new float[8 * 2048];
+            Array.Fill(x, 1f);
+            var q = new QuantizedActivations();
+            q.Quantize(x, 8, 2048);
+            var y = new float[8 * 128];
+            var expected = new float[8 * 128];
+            TernaryMatMul.Multiply(w, q, y, 0, 128, KernelPath.Avx512Lookup);
+            TernaryMatMul.Multiply(w, q, expected, 0, 128, KernelPath.Scalar);
+            Assert.Equal(expected, y);
+            Assert.All(y, v => Assert.Equal(sign * 2048f, v, 2)); // 2048 · 127 · gamma / s, with s = 127
+            w.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Lookup_Layout_FollowsSetRow()
+    {
+        if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;
+        var (w, x) = Random(128, 256, 8, 6);
+        var y = new float[8 * 128];
+        TernaryMatMul.Multiply(w, x, y, 0, 128, KernelPath.Avx512Lookup); // builds the lookup layout
+        var zeros = new sbyte[256];
+        w.SetRow(5, zeros);
+        TernaryMatMul.Multiply(w, x, y, 0, 128, KernelPath.Avx512Lookup);
+        for (int t = 0; t < 8; t++) Assert.Equal(0f, y[t * 128 + 5]);
         w.Dispose();
     }
 

@@ -51,6 +51,10 @@ public sealed partial class InferenceModel : IDisposable
         Head = head;
         this.file = file;
         Pool = new WorkerPool(threads);
+        // The batched kernel's layout is built here, not on a silo's first busy pass.
+        if (TernaryMatMul.IsSupported(KernelPath.Avx512Lookup))
+            foreach (var l in blocks.SelectMany(b => b.Linears).Append(head))
+                if (l is TernaryLinear t) t.Weights.PrepareLookup();
         (RopeCos, RopeSin) = VectorMath.RopeTables(config.ContextLength, config.HeadDim, config.RopeTheta);
     }
 

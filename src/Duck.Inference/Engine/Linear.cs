@@ -40,7 +40,7 @@ public sealed class TernaryLinear(PackedTernary weights) : Linear
     {
         var w = Weights;
         int minChunk = tokens > 1 ? 16 : 64;
-        ForRowChunks(pool, w.Rows, 4, minChunk, (start, end) => TernaryMatMul.Multiply(w, xq, y, start, end, path));
+        ForRowChunks(pool, w.Rows, TernaryMatMul.RowGranule(path, tokens), minChunk, (start, end) => TernaryMatMul.Multiply(w, xq, y, start, end, path));
     }
 
     public override void Dispose() => Weights.Dispose();
@@ -54,7 +54,8 @@ public sealed class TernaryLinear(PackedTernary weights) : Linear
         int rowsTotal = 0;
         foreach (var l in layers) rowsTotal += l.OutFeatures;
         int target = Math.Max(tokens > 1 ? 16 : 64, rowsTotal / (pool.ThreadCount * 4));
-        int chunk = (target + 3) / 4 * 4;
+        int granule = TernaryMatMul.RowGranule(path, tokens);
+        int chunk = (target + granule - 1) / granule * granule;
         var items = new List<(PackedTernary W, float[] Y, int Start, int End)>();
         for (int i = 0; i < layers.Length; i++)
         {

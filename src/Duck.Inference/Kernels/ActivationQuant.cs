@@ -1,6 +1,7 @@
 // BitNet b1.58 activation quantization per token (row): s = (1 / max(max|x|, 1e-5)) · 127, xq = clamp(round_half_even(x·s),
 // -128, 127). Writes int8 rows padded with zeros to the weight's padded width, plus the per-row scale and code sum
-// the ternary kernels need. Not the weight quantizer (Absmean).
+// the ternary kernels need, and for batches the lookup kernel's tables (every signed sum of three consecutive
+// values). Not the weight quantizer (Absmean).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -17,6 +18,16 @@ public sealed class QuantizedActivations
     public int[] Sums = [];
     public int Rows;
     public int PaddedCols;
+    /// <summary>
+    /// For <see cref="KernelPath.Avx512Lookup"/>: per row and group of three columns, the 27 sums Σ t_j·xq_j over
+    /// t ∈ {-1,0,1}³ at index 9(t0+1) + 3(t1+1) + (t2+1), as 32 int16 (one 512-bit vector); laid out
+    /// [row / 4][group][row % 4][32]. Built by <see cref="QuantizeRows"/> when <see cref="TableGroups"/> is non-zero.
+    /// </summary>
+    public short[] Tables = [];
+    /// <summary>Where the tables start in <see cref="Tables"/>: the first 64-byte boundary (the array is pinned).</summary>
+    public int TableStart;
+    /// <summary>Groups of three columns per table row (3 · ceil(cols / 9)), or 0 when the batch gets no tables.</summary>
+    public int TableGroups;
 
     /// <summary>Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats (row stride <paramref name="cols"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -34,6 +45,14 @@ public sealed class QuantizedActivations
         PaddedCols = padded;
         if (Values.Length < rows * padded) Values = GC.AllocateUninitializedArray<sbyte>(rows * padded, pinned: true);
         if (Scales.Length < rows) { Scales = new float[rows]; Sums = new int[rows]; }
+        TableGroups = rows >= TernaryMatMul.LookupMinTokens && TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)
+            ? 3 * ((cols + PackedTernary.WordColumns - 1) / PackedTernary.WordColumns) : 0;
+        long tableLength = (long)(rows + 3) / 4 * 4 * TableGroups * 32;
+        if (Tables.Length < tableLength + 32)
+        {
+            Tables = GC.AllocateUninitializedArray<short>(checked((int)tableLength + 32), pinned: true);
+            unsafe { TableStart = (int)((64 - (nint)Unsafe.AsPointer(ref Tables[0]) % 64) % 64 / sizeof(short)); }
+        }
     }
 
     /// <summary>Quantizes rows [start, end) after <see cref="Prepare"/>.</summary>
@@ -45,6 +64,42 @@ public sealed class QuantizedActivations
             var q = Values.AsSpan(r * PaddedCols, PaddedCols);
             Scales[r] = QuantizeRow(x.Slice(r * cols, cols), q[..cols], out Sums[r]);
             q[cols..].Clear();
+            if (TableGroups > 0) BuildTables(r, cols);
+        }
+    }
+
+    // Digit vectors of the table index: lane i holds t_j = digit j of i in base 3, minus 1 (lanes 27..31 zero).
+    static readonly short[] Digits = MakeDigits();
+
+    static short[] MakeDigits()
+    {
+        var d = new short[96];
+        for (int i = 0; i < 27; i++) { d[i] = (short)(i / 9 - 1); d[32 + i] = (short)(i / 3 % 3 - 1); d[64 + i] = (short)(i % 3 - 1); }
+        return d;
+    }
+
+    /// <summary>Row r's tables: entry i of group g = Σ_j digit_j(i)·xq[3g + j], columns past the row counting as 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    unsafe void BuildTables(int r, int cols)
+    {
+        fixed (short* d = Digits)
+        fixed (short* tables = Tables)
+        fixed (sbyte* q = &Values[r * PaddedCols])
+        {
+            var d0 = Vector512.Load(d); var d1 = Vector512.Load(d + 32); var d2 = Vector512.Load(d + 64);
+            short* dst = tables + TableStart + ((long)(r >> 2) * TableGroups * 4 + (r & 3)) * 32;
+            int g = 0, full = cols / 3;
+            for (; g < full; g++, dst += 128)
+            {
+                sbyte* x = q + 3 * g;
+                (d0 * Vector512.Create((short)x[0]) + d1 * Vector512.Create((short)x[1]) + d2 * Vector512.Create((short)x[2])).Store(dst);
+            }
+            for (; g < TableGroups; g++, dst += 128)
+            {
+                int c = 3 * g;
+                short x0 = c < cols ? q[c] : (short)0, x1 = c + 1 < cols ? q[c + 1] : (short)0, x2 = c + 2 < cols ? q[c + 2] : (short)0;
+                (d0 * Vector512.Create(x0) + d1 * Vector512.Create(x1) + d2 * Vector512.Create(x2)).Store(dst);
+            }
         }
     }
 

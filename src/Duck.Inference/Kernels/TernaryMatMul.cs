@@ -1,7 +1,8 @@
 // Ternary × int8 matrix products: y[t, i] = (Σ_j t_ij · xq_tj) · gamma / s_t for a range of output rows i and
-// every token t. One scalar oracle and three SIMD paths (AVX2 vpmaddubsw, AVX-VNNI vpdpbusd, AVX-512BW), each
+// every token t. One scalar oracle and three multiply paths (AVX2 vpmaddubsw, AVX-VNNI vpdpbusd, AVX-512BW), each
 // tiled over rows and tokens so one unpack of the 2-bit codes feeds several products. The kernels multiply codes
-// (t+1 ∈ {0,1,2}, unsigned) by int8 activations and subtract the row's activation sum. Not thread-aware: callers split rows.
+// (t+1 ∈ {0,1,2}, unsigned) by int8 activations and subtract the row's activation sum. A fourth path for batches,
+// table lookups with vpermw, lives in TernaryMatMul.Lookup.cs. Not thread-aware: callers split rows.
 // The engine's per-token methods here and in the other kernels, KvCache, EmbeddingTable and Sampler are marked
 // AggressiveOptimization: tiered compilation would run them unoptimized for the first second or so of a process,
 // which made a fresh silo's first replies several times slower (time to first token p99 2.5-2.9 s against 0.4 s).
@@ -12,14 +13,15 @@ using System.Runtime.Intrinsics.X86;
 namespace Duck.Inference.Kernels;
 
 /// <summary>Which implementation a kernel uses; tests force each one, production takes <see cref="TernaryMatMul.Best"/>.</summary>
-public enum KernelPath { Scalar, Avx2, AvxVnni, Avx512 }
+public enum KernelPath { Scalar, Avx2, AvxVnni, Avx512, Avx512Lookup }
 
 /// <summary>Ternary matrix × int8 activations.</summary>
-public static unsafe class TernaryMatMul
+public static unsafe partial class TernaryMatMul
 {
     /// <summary>The fastest path this CPU (and the DOTNET_Enable* settings) supports.</summary>
     public static KernelPath Best { get; } =
-        IsSupported(KernelPath.Avx512) ? KernelPath.Avx512
+        IsSupported(KernelPath.Avx512Lookup) ? KernelPath.Avx512Lookup
+        : IsSupported(KernelPath.Avx512) ? KernelPath.Avx512
         : IsSupported(KernelPath.AvxVnni) ? KernelPath.AvxVnni
         : IsSupported(KernelPath.Avx2) ? KernelPath.Avx2 : KernelPath.Scalar;
 
@@ -29,7 +31,7 @@ public static unsafe class TernaryMatMul
         KernelPath.Scalar => true,
         KernelPath.Avx2 => Avx2.IsSupported,
         KernelPath.AvxVnni => Avx2.IsSupported && AvxVnni.IsSupported,
-        KernelPath.Avx512 => Avx2.IsSupported && Avx512BW.IsSupported,
+        KernelPath.Avx512 or KernelPath.Avx512Lookup => Avx2.IsSupported && Avx512BW.IsSupported,
         _ => false,
     };
 
@@ -58,6 +60,10 @@ public static unsafe class TernaryMatMul
                 case KernelPath.Avx2: Tiled256<Avx2Dot>(a, rowStart, rowEnd); break;
                 case KernelPath.AvxVnni: Tiled256<VnniDot>(a, rowStart, rowEnd); break;
                 case KernelPath.Avx512: Tiled512(a, rowStart, rowEnd); break;
+                case KernelPath.Avx512Lookup:
+                    if (UsesLookup(w, x, rowStart)) Lookup(a, x, rowStart, rowEnd);
+                    else Tiled512(a, rowStart, rowEnd);
+                    break;
             }
         }
     }

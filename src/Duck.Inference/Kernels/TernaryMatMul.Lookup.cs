@@ -1,0 +1,125 @@
+// The batched path of the ternary product without multiplies: for every group of three columns, a token's 27
+// possible partial sums (QuantizedActivations.Tables) form one 512-bit table of int16, and vpermw looks up 32 rows'
+// sums in it at once, indexed by the rows' base-3 weight triples (PackedTernary.Triples). One vpermw and one vpaddw
+// cover 96 multiply-adds, where vpmaddubsw and its add cover 64; both issue about once per cycle on Zen 4, whose
+// multiply pipes bound the multiply kernels. Exact: the int32 dot equals the multiply kernels', so y is bit-identical.
+// Not for single tokens (the tables cost as much as the products then; the multiply kernels serve them).
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Duck.Inference.Kernels;
+
+public static unsafe partial class TernaryMatMul
+{
+    /// <summary>Smallest batch the lookup path takes: below it the tables would cost more than the lookups save.</summary>
+    public const int LookupMinTokens = 8;
+
+    /// <summary>Rows per lookup call: a quad of 32-row tiles whose 16 int16 accumulators (4 tiles × 4 tokens) fill half the registers.</summary>
+    const int QuadRows = 4 * PackedTernary.TileRows;
+
+    /// <summary>Lookup words summed in int16 before widening: 28 words × 3 groups × 3·128 stays below 32768.</summary>
+    const int Int16Words = 28;
+
+    /// <summary>
+    /// The multiple of rows callers should split a product into for <paramref name="path"/> with this many tokens: a
+    /// lookup range must start on a quad of tiles.
+    /// </summary>
+    public static int RowGranule(KernelPath path, int tokens) =>
+        path == KernelPath.Avx512Lookup && tokens >= LookupMinTokens && IsSupported(path) ? QuadRows : 4;
+
+    static bool UsesLookup(PackedTernary w, QuantizedActivations x, int rowStart) =>
+        x.Rows >= LookupMinTokens && x.TableGroups == 3 * w.Words && rowStart % QuadRows == 0;
+
+    static void Lookup(in Args a, QuantizedActivations x, int rowStart, int rowEnd)
+    {
+        ushort* triples = a.W.Triples;
+        int words = a.W.Words, blocks = (a.Tokens + 3) / 4;
+        int* acc = stackalloc int[16 * PackedTernary.TileRows];
+        fixed (short* tables = x.Tables)
+        {
+            // Four blocks of four tokens at a time: their tables (16 × 64 B per group) stay in L2 while the quads pass.
+            for (int b0 = 0; b0 < blocks; b0 += 4)
+                for (int row = rowStart; row < rowEnd; row += QuadRows)
+                    for (int b = b0; b < Math.Min(blocks, b0 + 4); b++)
+                        Tiles4Tokens4(a, triples + (long)row * words, words, tables + x.TableStart + (long)b * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
+        }
+    }
+
+    /// <summary>
+    /// Rows row..row+127 × tokens t..t+3: 16 int16 accumulators, each table load feeding four vpermw (one per tile),
+    /// widened into <paramref name="acc"/> every <see cref="Int16Words"/> words; stores rows below rowEnd of tokens that exist.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Tiles4Tokens4(in Args a, ushort* w0, int words, short* tab, int* acc, int row, int rowEnd, int t)
+    {
+        int tileStride = words * PackedTernary.TileRows;
+        short* p0 = (short*)w0, p1 = p0 + tileStride, p2 = p1 + tileStride, p3 = p2 + tileStride;
+        new Span<int>(acc, 16 * PackedTernary.TileRows).Clear();
+        for (int s = 0; s < words; s += Int16Words)
+        {
+            int e = Math.Min(words, s + Int16Words);
+            Vector512<short> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector512<short> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+            for (int wd = s; wd < e; wd++)
+            {
+                int o = wd * PackedTernary.TileRows;
+                var i0 = Vector512.Load(p0 + o); var i1 = Vector512.Load(p1 + o);
+                var i2 = Vector512.Load(p2 + o); var i3 = Vector512.Load(p3 + o);
+                short* tg = tab + wd * 3 * 128;
+                // vpermw reads the low 5 bits of each index lane, so the second and third groups are plain shifts.
+                Group(i0, i1, i2, i3, tg);
+                Group(i0 >>> 5, i1 >>> 5, i2 >>> 5, i3 >>> 5, tg + 128);
+                Group(i0 >>> 10, i1 >>> 10, i2 >>> 10, i3 >>> 10, tg + 256);
+            }
+            Widen(acc, a0, b0, c0, d0);
+            Widen(acc + 128, a1, b1, c1, d1);
+            Widen(acc + 256, a2, b2, c2, d2);
+            Widen(acc + 384, a3, b3, c3, d3);
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            void Group(Vector512<short> i0, Vector512<short> i1, Vector512<short> i2, Vector512<short> i3, short* tg)
+            {
+                var v = Vector512.Load(tg);
+                a0 += Avx512BW.PermuteVar32x16(v, i0); b0 += Avx512BW.PermuteVar32x16(v, i1); c0 += Avx512BW.PermuteVar32x16(v, i2); d0 += Avx512BW.PermuteVar32x16(v, i3);
+                v = Vector512.Load(tg + 32);
+                a1 += Avx512BW.PermuteVar32x16(v, i0); b1 += Avx512BW.PermuteVar32x16(v, i1); c1 += Avx512BW.PermuteVar32x16(v, i2); d1 += Avx512BW.PermuteVar32x16(v, i3);
+                v = Vector512.Load(tg + 64);
+                a2 += Avx512BW.PermuteVar32x16(v, i0); b2 += Avx512BW.PermuteVar32x16(v, i1); c2 += Avx512BW.PermuteVar32x16(v, i2); d2 += Avx512BW.PermuteVar32x16(v, i3);
+                v = Vector512.Load(tg + 96);
+                a3 += Avx512BW.PermuteVar32x16(v, i0); b3 += Avx512BW.PermuteVar32x16(v, i1); c3 += Avx512BW.PermuteVar32x16(v, i2); d3 += Avx512BW.PermuteVar32x16(v, i3);
+            }
+        }
+        // acc is [token][tile][32]: store y[t, rows] = dot · factor[t], as the other paths do (int dot, then one float multiply).
+        for (int k = 0; k < 4 && t + k < a.Tokens; k++)
+        {
+            float f = a.Factor[t + k];
+            float* yr = a.Y + (long)(t + k) * a.W.Rows;
+            for (int tile = 0; tile < 4; tile++)
+            {
+                int r = row + tile * PackedTernary.TileRows;
+                int* src = acc + (k * 4 + tile) * PackedTernary.TileRows;
+                if (r + PackedTernary.TileRows <= rowEnd)
+                {
+                    (Vector512.ConvertToSingle(Vector512.Load(src)) * f).Store(yr + r);
+                    (Vector512.ConvertToSingle(Vector512.Load(src + 16)) * f).Store(yr + r + 16);
+                }
+                else
+                    for (int l = 0; r + l < rowEnd; l++) yr[r + l] = src[l] * f;
+            }
+        }
+    }
+
+    /// <summary>Adds one token's four tiles of int16 sums into its int32 accumulators [tile][32].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Widen(int* acc, Vector512<short> t0, Vector512<short> t1, Vector512<short> t2, Vector512<short> t3)
+    {
+        Add(acc, t0); Add(acc + 32, t1); Add(acc + 64, t2); Add(acc + 96, t3);
+
+        static void Add(int* p, Vector512<short> v)
+        {
+            (Vector512.Load(p) + Avx512BW.ConvertToVector512Int32(v.GetLower())).Store(p);
+            (Vector512.Load(p + 16) + Avx512BW.ConvertToVector512Int32(v.GetUpper())).Store(p + 16);
+        }
+    }
+}
