@@ -1,8 +1,10 @@
 // The Duck meter's inference instruments are recorded by real chat traffic: a completion through the HTTP API
 // (in-process silo) yields a time to first token, a decode rate, a queue depth that returns to zero, and the served
-// model's decode passes and decoded tokens (their ratio is the mean batch), its prefilled tokens and busy time.
+// model's decode passes and decoded tokens (their ratio is the mean batch), its prefilled tokens and busy time; the
+// served model runs the batched kernel path.
 using System.ClientModel;
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.DependencyInjection;
 using OpenAI;
 using OpenAI.Chat;
 
@@ -42,5 +44,15 @@ public sealed class InferenceMetricsTests(ChatServer server) : IClassFixture<Cha
             Assert.Contains(seen["duck.inference.busy_time"], seconds => seconds > 0);
         }
         Assert.Equal(0, QueueDepth());
+    }
+
+    [Fact]
+    public async Task ServedModel_RunsTheBatchedKernelPath()
+    {
+        var client = new ChatClient(ChatServer.Model, new ApiKeyCredential(ChatServer.Key), new OpenAIClientOptions { Endpoint = new Uri(server.BaseUrl, "v1") });
+        await client.CompleteChatAsync([new UserChatMessage("Which kernel?")], new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 2 });
+        var host = server.App.Services.GetRequiredService<Duck.Grains.Chat.ChatModelHost>();
+        var served = Assert.Single(host.Loaded, m => m.Name == ChatServer.Model);
+        Assert.Equal(Duck.Inference.Kernels.TernaryMatMul.BestBatched, served.Model.KernelPath);
     }
 }

@@ -30,6 +30,23 @@ public sealed class ContinuousBatcherTests : IDisposable
     }
 
     [Fact]
+    public async Task Submit_TenConcurrentGreedy_OnTheServingPath_SameTextAsUnbatchedGeneration()
+    {
+        // Ten decode rows per pass reach the lookup kernel a serving silo runs (TernaryMatMul.BestBatched).
+        var expected = Enumerable.Range(0, 10).Select(i =>
+            string.Concat(TextGenerator.Generate(new InferenceSession(model), Prompt(i), Greedy, new GenerationStats()))).ToArray();
+        model.KernelPath = Kernels.TernaryMatMul.BestBatched;
+        model.PrepareLookup();
+        using var batcher = new ContinuousBatcher(model);
+
+        var streams = Enumerable.Range(0, 10).Select(i => batcher.Submit(new InferenceSession(model), Prompt(i), Greedy)).ToArray();
+        var results = await Task.WhenAll(streams.Select(ReadAsync));
+
+        for (int i = 0; i < 10; i++) Assert.Equal(expected[i], results[i].Text);
+        Assert.True(batcher.DecodedTokens >= 2 * batcher.DecodeSteps, $"{batcher.DecodedTokens} tokens in {batcher.DecodeSteps} passes: too little was batched");
+    }
+
+    [Fact]
     public async Task Submit_FourConcurrentGreedy_SameTextAsUnbatchedGeneration()
     {
         var expected = Enumerable.Range(0, 4).Select(i =>

@@ -64,6 +64,7 @@ public sealed partial class InferenceModel
             Embedding.GetRow(tokens[r], s.X.AsSpan(r * D, D));
         }
         var qa = s.Quantized;
+        qa.LookupTables = KernelPath == KernelPath.Avx512Lookup;
         int[][] groups = RowsByCache(caches, R);
         for (int l = 0; l < Blocks.Count; l++)
         {

@@ -31,8 +31,22 @@ public sealed partial class InferenceModel : IDisposable
     public float[] FinalNorm { get; }
     /// <summary>The LM head: a TernaryLinear, or the embedding itself when the head is tied.</summary>
     public Linear Head { get; }
-    /// <summary>Kernel path used by every ternary layer (tests force one; default the fastest supported).</summary>
+    /// <summary>
+    /// Kernel path used by every ternary layer (tests force one; default the fastest single-stream path). With
+    /// <see cref="KernelPath.Avx512Lookup"/> the weights' lookup layout is built on first use, or by <see cref="PrepareLookup"/>.
+    /// </summary>
     public KernelPath KernelPath { get; set; } = TernaryMatMul.Best;
+
+    /// <summary>
+    /// Builds every ternary layer's lookup layout now (<see cref="PackedTernary.Triples"/>, 1.78 bits per weight), so a
+    /// silo's first busy pass does not; does nothing where the lookup path is not supported.
+    /// </summary>
+    public void PrepareLookup()
+    {
+        if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;
+        foreach (var l in Blocks.SelectMany(b => b.Linears).Append(Head))
+            if (l is TernaryLinear t) t.Weights.PrepareLookup();
+    }
     /// <summary>Element type of the KV caches of sessions created from now on (existing sessions keep theirs).</summary>
     public KvCacheType KvCacheType { get; set; } = KvCacheType.Bf16;
     /// <summary>Size of the file it was loaded from (or would be written as, for random weights).</summary>
@@ -51,10 +65,6 @@ public sealed partial class InferenceModel : IDisposable
         Head = head;
         this.file = file;
         Pool = new WorkerPool(threads);
-        // The batched kernel's layout is built here, not on a silo's first busy pass.
-        if (TernaryMatMul.IsSupported(KernelPath.Avx512Lookup))
-            foreach (var l in blocks.SelectMany(b => b.Linears).Append(head))
-                if (l is TernaryLinear t) t.Weights.PrepareLookup();
         (RopeCos, RopeSin) = VectorMath.RopeTables(config.ContextLength, config.HeadDim, config.RopeTheta);
     }
 

@@ -28,6 +28,11 @@ public sealed class QuantizedActivations
     public int TableStart;
     /// <summary>Groups of three columns per table row (3 · ceil(cols / 9)), or 0 when the batch gets no tables.</summary>
     public int TableGroups;
+    /// <summary>
+    /// Whether <see cref="Prepare"/> sets up tables for batches of <see cref="TernaryMatMul.LookupMinTokens"/> rows or
+    /// more where the lookup path exists; the forward pass turns it off for models on another path.
+    /// </summary>
+    public bool LookupTables { get; set; } = true;
 
     /// <summary>Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats (row stride <paramref name="cols"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -45,7 +50,7 @@ public sealed class QuantizedActivations
         PaddedCols = padded;
         if (Values.Length < rows * padded) Values = GC.AllocateUninitializedArray<sbyte>(rows * padded, pinned: true);
         if (Scales.Length < rows) { Scales = new float[rows]; Sums = new int[rows]; }
-        TableGroups = rows >= TernaryMatMul.LookupMinTokens && TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)
+        TableGroups = LookupTables && rows >= TernaryMatMul.LookupMinTokens && TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)
             ? 3 * ((cols + PackedTernary.WordColumns - 1) / PackedTernary.WordColumns) : 0;
         long tableLength = (long)(rows + 3) / 4 * 4 * TableGroups * 32;
         if (Tables.Length < tableLength + 32)

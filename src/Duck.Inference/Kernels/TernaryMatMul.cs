@@ -12,7 +12,10 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Duck.Inference.Kernels;
 
-/// <summary>Which implementation a kernel uses; tests force each one, production takes <see cref="TernaryMatMul.Best"/>.</summary>
+/// <summary>
+/// Which implementation a kernel uses; tests force each one, production takes <see cref="TernaryMatMul.Best"/> (or
+/// <see cref="TernaryMatMul.BestBatched"/> when serving many sessions).
+/// </summary>
 public enum KernelPath { Scalar, Avx2, AvxVnni, Avx512, Avx512Lookup }
 
 /// <summary>Ternary matrix × int8 activations.</summary>
@@ -20,10 +23,16 @@ public static unsafe partial class TernaryMatMul
 {
     /// <summary>The fastest path this CPU (and the DOTNET_Enable* settings) supports.</summary>
     public static KernelPath Best { get; } =
-        IsSupported(KernelPath.Avx512Lookup) ? KernelPath.Avx512Lookup
-        : IsSupported(KernelPath.Avx512) ? KernelPath.Avx512
+        IsSupported(KernelPath.Avx512) ? KernelPath.Avx512
         : IsSupported(KernelPath.AvxVnni) ? KernelPath.AvxVnni
         : IsSupported(KernelPath.Avx2) ? KernelPath.Avx2 : KernelPath.Scalar;
+
+    /// <summary>
+    /// The fastest path for many concurrent sequences: <see cref="KernelPath.Avx512Lookup"/> where supported, else
+    /// <see cref="Best"/>. Serving silos take it; it costs a second weight layout (27.6 MB for <c>small</c>), which a
+    /// single conversation, with only its prompts batched, does not earn back.
+    /// </summary>
+    public static KernelPath BestBatched { get; } = IsSupported(KernelPath.Avx512Lookup) ? KernelPath.Avx512Lookup : Best;
 
     /// <summary>True when the hardware and runtime allow the path.</summary>
     public static bool IsSupported(KernelPath path) => path switch

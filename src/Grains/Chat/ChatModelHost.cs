@@ -6,6 +6,7 @@ using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Duck.Core.Checkpoints;
 using Duck.Inference.Engine;
+using Duck.Inference.Kernels;
 using Microsoft.Extensions.Logging;
 
 namespace Duck.Grains.Chat;
@@ -103,6 +104,8 @@ public sealed partial class ChatModelHost(ChatServingOptions options, ILogger<Ch
         int threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
         var model = InferenceModel.Load(path, threads);
         model.KvCacheType = options.KvCache;
+        model.KernelPath = TernaryMatMul.BestBatched; // many sessions' decode rows share each pass
+        model.PrepareLookup();
         Log.ChatModelLoaded(logger, name, path, model.Config.NumLayers, model.Config.ModelDim, model.Config.ContextLength, threads);
         var batcher = new ContinuousBatcher(model, options.MaxBatchSize, name) { ShiftMinTokens = options.CacheShiftMinTokens };
         DuckMetrics.TrackBatcher(name, batcher);
