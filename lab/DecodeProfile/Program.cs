@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using Duck.Inference.Engine;
 
-var m = InferenceModel.Load(args[0], 2);
+int threadsIndex = Array.IndexOf(args, "threads");
+var m = InferenceModel.Load(args[0], threadsIndex >= 0 ? int.Parse(args[threadsIndex + 1]) : 2);
 // As a serving silo runs it (TernaryMatMul.BestBatched); "multiply" keeps the single-stream default path.
 if (!args.Contains("multiply")) { m.KernelPath = Duck.Inference.Kernels.TernaryMatMul.BestBatched; m.PrepareLookup(); }
 var c = m.Config;
@@ -9,7 +10,7 @@ int R = args.Length > 1 ? int.Parse(args[1]) : 16;
 // Optional: "int8" for the chat servers' cache type; "pos P" decodes at position P (default 100); "loop SECONDS" runs
 // only the batched decode (after 1.5 s of warm-up), for perf or for A/B runs of two builds; "mix P" adds a prompt
 // chunk of P rows to that pass, as a serving pass carries; "sample" times the sampler on the pass's logits;
-// "multiply" runs the multiply kernels (TernaryMatMul.Best) instead of the serving path.
+// "multiply" runs the multiply kernels (TernaryMatMul.Best) instead of the serving path; "threads N" sizes the pool.
 var kvType = args.Contains("int8") ? KvCacheType.Int8 : KvCacheType.Bf16;
 int loopIndex = Array.IndexOf(args, "loop");
 var rng = new Random(1);

@@ -72,6 +72,34 @@ public class TernaryMatMulTests
     }
 
     [Fact]
+    public void Multiply_TokenRanges_MatchWholeProduct()
+    {
+        var (w, x) = Random(256, 768, 14, 7);
+        var expected = new float[14 * 256];
+        TernaryMatMul.Multiply(w, x, expected, 0, 256, KernelPath.Scalar);
+        foreach (var path in Enum.GetValues<KernelPath>().Where(TernaryMatMul.IsSupported))
+        {
+            var y = new float[14 * 256];
+            Array.Fill(y, float.NaN);
+            // Token parts as TernaryLinear splits a lookup product (multiples of 4), and odd ones (multiply kernels instead).
+            foreach (var (t0, t1) in new[] { (0, 8), (8, 14) })
+                TernaryMatMul.Multiply(w, x, y, 0, 128, path, t0, t1);
+            foreach (var (t0, t1) in new[] { (0, 3), (3, 14) })
+                TernaryMatMul.Multiply(w, x, y, 128, 256, path, t0, t1);
+            Assert.True(expected.AsSpan().SequenceEqual(y), $"{path} over token ranges differs from the whole product");
+        }
+        Assert.Throws<ArgumentException>(() => TernaryMatMul.Multiply(w, x, new float[14 * 256], 0, 256, KernelPath.Scalar, 10, 15));
+        // 768 rows are 6 quads: 16 tokens go in parts of 8 for 2 threads; 4096 rows need no split, nor do the multiply kernels.
+        if (TernaryMatMul.IsSupported(KernelPath.Avx512Lookup))
+        {
+            Assert.Equal(8, TernaryMatMul.TokensPerItem(KernelPath.Avx512Lookup, 16, 768, 2));
+            Assert.Equal(16, TernaryMatMul.TokensPerItem(KernelPath.Avx512Lookup, 16, 4096, 2));
+        }
+        Assert.Equal(16, TernaryMatMul.TokensPerItem(KernelPath.Avx512, 16, 768, 2));
+        w.Dispose();
+    }
+
+    [Fact]
     public void Lookup_LargestSums_DoNotOverflowInt16()
     {
         if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;

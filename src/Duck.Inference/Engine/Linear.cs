@@ -40,7 +40,19 @@ public sealed class TernaryLinear(PackedTernary weights) : Linear
     {
         var w = Weights;
         int minChunk = tokens > 1 ? 16 : 64;
-        ForRowChunks(pool, w.Rows, TernaryMatMul.RowGranule(path, tokens), minChunk, (start, end) => TernaryMatMul.Multiply(w, xq, y, start, end, path));
+        int granule = TernaryMatMul.RowGranule(path, tokens), perItem = TernaryMatMul.TokensPerItem(path, tokens, w.Rows, pool.ThreadCount);
+        if (perItem >= tokens)
+        {
+            ForRowChunks(pool, w.Rows, granule, minChunk, (start, end) => TernaryMatMul.Multiply(w, xq, y, start, end, path));
+            return;
+        }
+        // Few row chunks: split the tokens too.
+        int chunks = (w.Rows + granule - 1) / granule, parts = (tokens + perItem - 1) / perItem;
+        pool.For(chunks * parts, k =>
+        {
+            int start = k / parts * granule, t0 = k % parts * perItem;
+            TernaryMatMul.Multiply(w, xq, y, start, Math.Min(w.Rows, start + granule), path, t0, Math.Min(tokens, t0 + perItem));
+        });
     }
 
     public override void Dispose() => Weights.Dispose();

@@ -28,10 +28,22 @@ public static unsafe partial class TernaryMatMul
     public static int RowGranule(KernelPath path, int tokens) =>
         path == KernelPath.Avx512Lookup && tokens >= LookupMinTokens && IsSupported(path) ? QuadRows : 4;
 
-    static bool UsesLookup(PackedTernary w, QuantizedActivations x, int rowStart) =>
-        x.Rows >= LookupMinTokens && x.TableGroups == 3 * w.Words && rowStart % QuadRows == 0;
+    static bool UsesLookup(PackedTernary w, QuantizedActivations x, int rowStart, int tokenStart) =>
+        x.Rows >= LookupMinTokens && x.TableGroups == 3 * w.Words && rowStart % QuadRows == 0 && tokenStart % 4 == 0;
 
-    static void Lookup(in Args a, QuantizedActivations x, int rowStart, int rowEnd)
+    /// <summary>
+    /// The tokens a lookup call over one row chunk should take, so a product with few quads of rows (o and down:
+    /// 6 for <c>small</c>) still makes enough items for <paramref name="threads"/> to end together; all of them otherwise.
+    /// </summary>
+    public static int TokensPerItem(KernelPath path, int tokens, int rows, int threads)
+    {
+        if (RowGranule(path, tokens) != QuadRows) return tokens;
+        int quads = (rows + QuadRows - 1) / QuadRows, blocks = (tokens + 3) / 4;
+        int parts = Math.Clamp((8 * threads + quads - 1) / quads, 1, blocks);
+        return (blocks + parts - 1) / parts * 4;
+    }
+
+    static void Lookup(in Args a, QuantizedActivations x, int firstBlock, int rowStart, int rowEnd)
     {
         ushort* triples = a.W.Triples;
         int words = a.W.Words, blocks = (a.Tokens + 3) / 4;
@@ -42,7 +54,7 @@ public static unsafe partial class TernaryMatMul
             for (int b0 = 0; b0 < blocks; b0 += 4)
                 for (int row = rowStart; row < rowEnd; row += QuadRows)
                     for (int b = b0; b < Math.Min(blocks, b0 + 4); b++)
-                        Tiles4Tokens4(a, triples + (long)row * words, words, tables + x.TableStart + (long)b * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
+                        Tiles4Tokens4(a, triples + (long)row * words, words, tables + x.TableStart + (long)(firstBlock + b) * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
         }
     }
 

@@ -45,24 +45,29 @@ public static unsafe partial class TernaryMatMul
     };
 
     /// <summary>
-    /// Computes rows [rowStart, rowEnd) of y = x Wᵀ for all <c>x.Rows</c> tokens; y is [tokens, w.Rows] row-major.
-    /// Effectively y[t, i] = (Σ_j (code_ij − 1) · xq[t, j]) · w.Scale / x.Scales[t].
+    /// Computes rows [rowStart, rowEnd) of y = x Wᵀ for tokens [tokenStart, tokenEnd) (all <c>x.Rows</c> by default); y
+    /// is [tokens, w.Rows] row-major. Effectively y[t, i] = (Σ_j (code_ij − 1) · xq[t, j]) · w.Scale / x.Scales[t].
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(PackedTernary w, QuantizedActivations x, Span<float> y, int rowStart, int rowEnd, KernelPath path)
+    public static void Multiply(PackedTernary w, QuantizedActivations x, Span<float> y, int rowStart, int rowEnd, KernelPath path, int tokenStart = 0, int tokenEnd = -1)
     {
         if (x.PaddedCols != w.PaddedCols)
             throw new ArgumentException($"activations have {x.PaddedCols} padded columns, weights {w.PaddedCols}");
         if (y.Length < x.Rows * w.Rows) throw new ArgumentException($"output holds {y.Length} values, needs {x.Rows * w.Rows}");
         if (!IsSupported(path)) throw new PlatformNotSupportedException($"kernel path {path} is not supported on this machine");
+        if (tokenEnd < 0) tokenEnd = x.Rows;
+        if (tokenStart < 0 || tokenEnd > x.Rows || tokenStart > tokenEnd)
+            throw new ArgumentException($"token range [{tokenStart}, {tokenEnd}) is not within the {x.Rows} tokens");
+        int tokens = tokenEnd - tokenStart;
         // One division per token, not one per output: y = (dot − sum) · factor[t].
-        float* factor = stackalloc float[x.Rows];
-        for (int t = 0; t < x.Rows; t++) factor[t] = w.Scale / x.Scales[t];
+        float* factor = stackalloc float[tokens];
+        for (int t = 0; t < tokens; t++) factor[t] = w.Scale / x.Scales[tokenStart + t];
         fixed (sbyte* xp = x.Values)
         fixed (float* yp = y)
         fixed (int* sums = x.Sums)
         {
-            var a = new Args(w, xp, factor, sums, x.Rows, yp);
+            // The kernels see only the range: its first token is their token 0.
+            var a = new Args(w, xp + (long)tokenStart * x.PaddedCols, factor, sums + tokenStart, tokens, yp + (long)tokenStart * w.Rows);
             switch (path)
             {
                 case KernelPath.Scalar: Scalar(a, rowStart, rowEnd); break;
@@ -70,7 +75,7 @@ public static unsafe partial class TernaryMatMul
                 case KernelPath.AvxVnni: Tiled256<VnniDot>(a, rowStart, rowEnd); break;
                 case KernelPath.Avx512: Tiled512(a, rowStart, rowEnd); break;
                 case KernelPath.Avx512Lookup:
-                    if (UsesLookup(w, x, rowStart)) Lookup(a, x, rowStart, rowEnd);
+                    if (UsesLookup(w, x, rowStart, tokenStart)) Lookup(a, x, tokenStart / 4, rowStart, rowEnd);
                     else Tiled512(a, rowStart, rowEnd);
                     break;
             }
