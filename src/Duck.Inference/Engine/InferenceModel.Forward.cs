@@ -108,20 +108,17 @@ public sealed partial class InferenceModel
     {
         qa.Prepare(rows, dim);
         float eps = Config.NormEps;
-        // A batch with lookup tables is worth splitting from fewer rows: each row also builds its tables.
-        ForRows(rows, qa.TableGroups > 0 ? TernaryMatMul.LookupMinTokens : 16, (r0, r1) =>
+        ForRows(rows, (r0, r1) =>
         {
             for (int r = r0; r < r1; r++) VectorMath.RmsNorm(x.AsSpan(r * dim, dim), w, eps, y.AsSpan(r * dim, dim));
             qa.QuantizeRows(y, dim, r0, r1);
         });
     }
 
-    /// <summary>Runs body over row ranges: inline for fewer than minRows rows (decode), in chunks across the pool for more.</summary>
-    void ForRows(int rows, Action<int, int> body) => ForRows(rows, 16, body);
-
-    void ForRows(int rows, int minRows, Action<int, int> body)
+    /// <summary>Runs body over row ranges: inline for a few rows (decode), in chunks across the pool for many.</summary>
+    void ForRows(int rows, Action<int, int> body)
     {
-        if (rows < minRows) { body(0, rows); return; }
+        if (rows < 16) { body(0, rows); return; }
         int chunks = Pool.ThreadCount * 2, per = (rows + chunks - 1) / chunks;
         Pool.For(chunks, c => { int r0 = c * per, r1 = Math.Min(rows, r0 + per); if (r0 < r1) body(r0, r1); });
     }

@@ -18,16 +18,9 @@ public sealed class QuantizedActivations
     public int[] Sums = [];
     public int Rows;
     public int PaddedCols;
-    /// <summary>
-    /// For <see cref="KernelPath.Avx512Lookup"/>: per row and group of three columns, the 27 sums Σ t_j·xq_j over
-    /// t ∈ {-1,0,1}³ at index 9(t0+1) + 3(t1+1) + (t2+1), as 32 int16 (one 512-bit vector); laid out
-    /// [row / 4][group][row % 4][32]. Built by <see cref="QuantizeRows"/> when <see cref="TableGroups"/> is non-zero.
-    /// </summary>
-    public short[] Tables = [];
-    /// <summary>Where the tables start in <see cref="Tables"/>: the first 64-byte boundary (the array is pinned).</summary>
-    public int TableStart;
-    /// <summary>Groups of three columns per table row (3 · ceil(cols / 9)), or 0 when the batch gets no tables.</summary>
+    /// <summary>Groups of three columns per lookup table row (3 · ceil(cols / 9)), or 0 when the batch gets no tables.</summary>
     public int TableGroups;
+    int cols, version;
     /// <summary>
     /// Whether <see cref="Prepare"/> sets up tables for batches of <see cref="TernaryMatMul.LookupMinTokens"/> rows or
     /// more where the lookup path exists; the forward pass turns it off for models on another path.
@@ -52,12 +45,8 @@ public sealed class QuantizedActivations
         if (Scales.Length < rows) { Scales = new float[rows]; Sums = new int[rows]; }
         TableGroups = LookupTables && rows >= TernaryMatMul.LookupMinTokens && TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)
             ? 3 * ((cols + PackedTernary.WordColumns - 1) / PackedTernary.WordColumns) : 0;
-        long tableLength = (long)(rows + 3) / 4 * 4 * TableGroups * 32;
-        if (Tables.Length < tableLength + 32)
-        {
-            Tables = GC.AllocateUninitializedArray<short>(checked((int)tableLength + 32), pinned: true);
-            unsafe { TableStart = (int)((64 - (nint)Unsafe.AsPointer(ref Tables[0]) % 64) % 64 / sizeof(short)); }
-        }
+        this.cols = cols;
+        Interlocked.Increment(ref version);
     }
 
     /// <summary>Quantizes rows [start, end) after <see cref="Prepare"/>.</summary>
@@ -69,8 +58,39 @@ public sealed class QuantizedActivations
             var q = Values.AsSpan(r * PaddedCols, PaddedCols);
             Scales[r] = QuantizeRow(x.Slice(r * cols, cols), q[..cols], out Sums[r]);
             q[cols..].Clear();
-            if (TableGroups > 0) BuildTables(r, cols);
         }
+        Interlocked.Increment(ref version); // tables built before no longer match
+    }
+
+    // The lookup tables live per thread: every thread of a product builds all of them into its own buffer, which
+    // then stays in its own cache. Shared tables, written by one core and read by both, measured 2.5-3x slower to
+    // build inside a forward pass (each store took the line back from the other core) than this redundant work costs.
+    [ThreadStatic] static short[]? threadTables;
+    [ThreadStatic] static int threadStart, threadVersion;
+    [ThreadStatic] static QuantizedActivations? threadOwner;
+
+    /// <summary>
+    /// For <see cref="KernelPath.Avx512Lookup"/>: per row and group of three columns, the 27 sums Σ t_j·xq_j over
+    /// t ∈ {-1,0,1}³ at index 9(t0+1) + 3(t1+1) + (t2+1), as 32 int16 (one 64-byte aligned 512-bit vector), laid out
+    /// [row / 4][group][row % 4][32]; built on this thread's first call after the rows were quantized. Requires
+    /// <see cref="TableGroups"/> &gt; 0. Valid until this thread asks again for another batch.
+    /// </summary>
+    internal unsafe short* ThreadTables()
+    {
+        if (TableGroups == 0) throw new InvalidOperationException("this batch has no lookup tables");
+        if (threadTables is null || threadOwner != this || threadVersion != Volatile.Read(ref version))
+        {
+            long length = (long)(Rows + 3) / 4 * 4 * TableGroups * 32;
+            if (threadTables is null || threadTables.Length < length + 32)
+            {
+                threadTables = GC.AllocateUninitializedArray<short>(checked((int)length + 32), pinned: true);
+                threadStart = (int)((64 - (nint)Unsafe.AsPointer(ref threadTables[0]) % 64) % 64 / sizeof(short));
+            }
+            short* tables = (short*)Unsafe.AsPointer(ref threadTables[threadStart]);
+            for (int r = 0; r < Rows; r++) BuildTables(r, tables);
+            (threadOwner, threadVersion) = (this, Volatile.Read(ref version));
+        }
+        return (short*)Unsafe.AsPointer(ref threadTables[threadStart]);
     }
 
     // Digit vectors of the table index: lane i holds t_j = digit j of i in base 3, minus 1 (lanes 27..31 zero).
@@ -85,14 +105,13 @@ public sealed class QuantizedActivations
 
     /// <summary>Row r's tables: entry i of group g = Σ_j digit_j(i)·xq[3g + j], columns past the row counting as 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    unsafe void BuildTables(int r, int cols)
+    unsafe void BuildTables(int r, short* tables)
     {
         fixed (short* d = Digits)
-        fixed (short* tables = Tables)
         fixed (sbyte* q = &Values[r * PaddedCols])
         {
             var d0 = Vector512.Load(d); var d1 = Vector512.Load(d + 32); var d2 = Vector512.Load(d + 64);
-            short* dst = tables + TableStart + ((long)(r >> 2) * TableGroups * 4 + (r & 3)) * 32;
+            short* dst = tables + ((long)(r >> 2) * TableGroups * 4 + (r & 3)) * 32;
             int g = 0, full = cols / 3;
             for (; g < full; g++, dst += 128)
             {

@@ -1,5 +1,5 @@
 // The batched path of the ternary product without multiplies: for every group of three columns, a token's 27
-// possible partial sums (QuantizedActivations.Tables) form one 512-bit table of int16, and vpermw looks up 32 rows'
+// possible partial sums (QuantizedActivations.ThreadTables) form one 512-bit table of int16, and vpermw looks up 32 rows'
 // sums in it at once, indexed by the rows' base-3 weight triples (PackedTernary.Triples). One vpermw and one vpaddw
 // cover 96 multiply-adds, where vpmaddubsw and its add cover 64; both issue about once per cycle on Zen 4, whose
 // multiply pipes bound the multiply kernels. Exact: the int32 dot equals the multiply kernels', so y is bit-identical.
@@ -48,13 +48,13 @@ public static unsafe partial class TernaryMatMul
         ushort* triples = a.W.Triples;
         int words = a.W.Words, blocks = (a.Tokens + 3) / 4;
         int* acc = stackalloc int[16 * PackedTernary.TileRows];
-        fixed (short* tables = x.Tables)
+        short* tables = x.ThreadTables();
         {
             // Four blocks of four tokens at a time: their tables (16 × 64 B per group) stay in L2 while the quads pass.
             for (int b0 = 0; b0 < blocks; b0 += 4)
                 for (int row = rowStart; row < rowEnd; row += QuadRows)
                     for (int b = b0; b < Math.Min(blocks, b0 + 4); b++)
-                        Tiles4Tokens4(a, triples + (long)row * words, words, tables + x.TableStart + (long)(firstBlock + b) * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
+                        Tiles4Tokens4(a, triples + (long)row * words, words, tables + (long)(firstBlock + b) * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
         }
     }
 
