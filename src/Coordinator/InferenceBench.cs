@@ -39,12 +39,13 @@ public static class InferenceBench
             using var m = path is not null
                 ? InferenceModel.Load(path, nThreads)
                 : InferenceModel.CreateRandom(ModelPresets.Get(presetName!), seed: 1, threads: nThreads);
-            double loadMs = loadClock.Elapsed.TotalMilliseconds;
             if (pr.GetValue(kernel) is { } k)
             {
                 m.KernelPath = Enum.TryParse<KernelPath>(k, ignoreCase: true, out var kp) && TernaryMatMul.IsSupported(kp)
-                    ? kp : throw new UserErrorException($"--kernel '{k}' is unknown or unsupported here (best: {TernaryMatMul.Best})");
+                    ? kp : throw new UserErrorException($"--kernel '{k}' is unknown or unsupported here (best: {TernaryMatMul.Best}, batched: {TernaryMatMul.BestBatched})");
+                if (kp == KernelPath.Avx512Lookup) m.PrepareLookup(); // as a chat silo does at load
             }
+            double loadMs = loadClock.Elapsed.TotalMilliseconds;
             m.KvCacheType = Cli.ParseKvCache(pr.GetValue(kv)!);
             if (promptTokens + genTokens > m.Config.ContextLength)
                 throw new UserErrorException($"prompt {promptTokens} + generate {genTokens} tokens exceed the context window of {m.Config.ContextLength}");

@@ -54,23 +54,26 @@ public sealed class ChatCliTests : IDisposable
     }
 
     // The engine benchmark names the kernel paths it ran: the ternary kernel and, over an int8 cache, the attention's
-    // q·k dots (AVX-VNNI, else AVX2), the same the test process sees on this CPU.
+    // q·k dots (AVX-VNNI, else AVX2), the same the test process sees on this CPU. The second case forces the serving
+    // path (the lookup kernel where AVX-512BW exists) on 8 sessions, the smallest batch it takes.
     [Theory]
-    [InlineData("int8")]
-    [InlineData("bf16")]
-    public void BenchInfer_Json_ReportsFiguresAndKernelPaths(string kv)
+    [InlineData("int8", false)]
+    [InlineData("bf16", true)]
+    public void BenchInfer_Json_ReportsFiguresAndKernelPaths(string kv, bool batchedPath)
     {
         string model = TestModels.WriteGguf(TestModels.Tiny(), seed: 3);
+        var kernel = batchedPath ? Duck.Inference.Kernels.TernaryMatMul.BestBatched : Duck.Inference.Kernels.TernaryMatMul.Best;
+        int batch = batchedPath ? Duck.Inference.Kernels.TernaryMatMul.LookupMinTokens : 2;
 
-        var r = DuckProcess.Run(work, "bench", "infer", "--model", model, "--prompt-tokens", "8", "--generate-tokens", "8",
-            "--batch", "2", "--repeat", "1", "--kv-cache", kv, "--json");
+        var r = DuckProcess.Run(work, ["bench", "infer", "--model", model, "--prompt-tokens", "8", "--generate-tokens", "8",
+            "--batch", batch.ToString(), "--repeat", "1", "--kv-cache", kv, "--json", .. (batchedPath ? new[] { "--kernel", kernel.ToString().ToLowerInvariant() } : [])]);
 
         Assert.True(r.ExitCode == 0, r.Stderr);
         var j = System.Text.Json.JsonDocument.Parse(r.Stdout).RootElement;
-        Assert.Equal(Duck.Inference.Kernels.TernaryMatMul.Best.ToString(), j.GetProperty("kernel").GetString());
+        Assert.Equal(kernel.ToString(), j.GetProperty("kernel").GetString());
         Assert.Equal(kv == "int8" ? Duck.Inference.Kernels.AttentionKernels.DotPath.ToString() : null, j.GetProperty("attention_kernel").GetString());
         Assert.Equal(kv, j.GetProperty("kv_cache").GetString());
-        Assert.Equal(2, j.GetProperty("batch").GetInt32());
+        Assert.Equal(batch, j.GetProperty("batch").GetInt32());
         Assert.True(j.GetProperty("decode_tokens_per_s").GetDouble() > 0);
         Assert.True(j.GetProperty("prefill_tokens_per_s").GetDouble() > 0);
         File.Delete(model);
