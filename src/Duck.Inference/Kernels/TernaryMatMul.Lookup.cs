@@ -49,13 +49,11 @@ public static unsafe partial class TernaryMatMul
         int words = a.W.Words, blocks = (a.Tokens + 3) / 4;
         int* acc = stackalloc int[16 * PackedTernary.TileRows];
         short* tables = x.ThreadTables();
-        {
-            // Four blocks of four tokens at a time: their tables (16 × 64 B per group) stay in L2 while the quads pass.
-            for (int b0 = 0; b0 < blocks; b0 += 4)
-                for (int row = rowStart; row < rowEnd; row += QuadRows)
-                    for (int b = b0; b < Math.Min(blocks, b0 + 4); b++)
-                        Tiles4Tokens4(a, triples + (long)row * words, words, tables + (long)(firstBlock + b) * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
-        }
+        // Four blocks of four tokens at a time: their tables (16 × 64 B per group) stay in L2 while the quads pass.
+        for (int b0 = 0; b0 < blocks; b0 += 4)
+            for (int row = rowStart; row < rowEnd; row += QuadRows)
+                for (int b = b0; b < Math.Min(blocks, b0 + 4); b++)
+                    Tiles4Tokens4(a, triples + (long)row * words, words, tables + (long)(firstBlock + b) * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
     }
 
     /// <summary>
