@@ -65,6 +65,7 @@ public class ChatServer : IAsyncLifetime
     {
         await App.StopAsync();
         await App.DisposeAsync();
+        Directory.Delete(ModelsFolder, recursive: true); // the silo has let go of the model by now
     }
 
     /// <summary>An HttpClient on the server, with the key unless told otherwise.</summary>
