@@ -19,6 +19,7 @@ public class ChatServer : IAsyncLifetime
     public const int MaxRequestBytes = 4096;
 
     public string ModelsFolder { get; } = Directory.CreateTempSubdirectory("duck-silo-models-").FullName;
+    readonly string stateFolder = Directory.CreateTempSubdirectory("duck-silo-state-").FullName;
     public Uri BaseUrl { get; private set; } = null!;
     public WebApplication App { get; private set; } = null!;
     public string ModelPath => Path.Combine(ModelsFolder, Model + ".gguf");
@@ -44,7 +45,7 @@ public class ChatServer : IAsyncLifetime
         string[] args =
         [
             $"--Duck:Silo:SiloPort={silo}", $"--Duck:Silo:PrimarySiloPort={silo}", $"--Duck:Silo:GatewayPort={gateway}", $"--Duck:Silo:HttpPort={http}",
-            $"--Duck:Silo:ClusterId={ClusterId}", $"--Duck:Silo:StateStore={Directory.CreateTempSubdirectory("duck-silo-state-").FullName}",
+            $"--Duck:Silo:ClusterId={ClusterId}", $"--Duck:Silo:StateStore={stateFolder}",
             $"--Duck:Chat:Models={ModelsFolder}", "--Duck:Chat:Threads=1", $"--Duck:Chat:ApiKeys:0={Key}", "--Duck:Chat:DefaultMaxTokens=8",
             $"--Duck:Chat:MaxRequestBytes={MaxRequestBytes}", .. ExtraArgs,
         ];
@@ -65,7 +66,8 @@ public class ChatServer : IAsyncLifetime
     {
         await App.StopAsync();
         await App.DisposeAsync();
-        Directory.Delete(ModelsFolder, recursive: true); // the silo has let go of the model by now
+        Directory.Delete(ModelsFolder, recursive: true); // the silo has let go of the model and its state by now
+        Directory.Delete(stateFolder, recursive: true);
     }
 
     /// <summary>An HttpClient on the server, with the key unless told otherwise.</summary>
