@@ -98,18 +98,17 @@ public sealed unsafe class PackedTernary : IDisposable
             if (triples != 0) return (ushort*)triples;
             int words = Words, tiles = Tiles;
             var p = (ushort*)NativeMemory.AlignedAlloc((nuint)LookupBytes, 64);
-            var rowsPerTile = TileRows;
             Parallel.For(0, tiles, tile =>
             {
                 var t = new sbyte[Math.Max(PaddedCols, words * WordColumns)]; // padding columns stay 0
-                for (int lane = 0; lane < rowsPerTile; lane++)
+                for (int lane = 0; lane < TileRows; lane++)
                 {
-                    int row = tile * rowsPerTile + lane;
+                    int row = tile * TileRows + lane;
                     if (row < Rows) DecodeRow(row, t);
                     else Array.Clear(t);
-                    ushort* dst = p + (long)tile * words * rowsPerTile + lane;
+                    ushort* dst = p + (long)tile * words * TileRows + lane;
                     for (int wd = 0, c = 0; wd < words; wd++, c += WordColumns)
-                        dst[wd * rowsPerTile] = (ushort)(
+                        dst[wd * TileRows] = (ushort)(
                             (9 * t[c] + 3 * t[c + 1] + t[c + 2] + 13)
                             | (9 * t[c + 3] + 3 * t[c + 4] + t[c + 5] + 13) << 5
                             | (9 * t[c + 6] + 3 * t[c + 7] + t[c + 8] + 13) << 10);

@@ -1,6 +1,6 @@
 // The batched path of the ternary product without multiplies: for every group of three columns, a token's 27
-// possible partial sums (QuantizedActivations.ThreadTables) form one 512-bit table of int16, and vpermw looks up 32 rows'
-// sums in it at once, indexed by the rows' base-3 weight triples (PackedTernary.Triples). One vpermw and one vpaddw
+// possible partial sums (QuantizedActivations.ThreadTables) form one 512-bit table of int16, and vpermw looks up
+// 32 rows' sums in it at once, indexed by the rows' base-3 weight triples (PackedTernary.Triples). One vpermw and one vpaddw
 // cover 96 multiply-adds, where vpmaddubsw and its add cover 64; both issue about once per cycle on Zen 4, whose
 // multiply pipes bound the multiply kernels. Exact: the int32 dot equals the multiply kernels', so y is bit-identical.
 // Not for single tokens (the tables cost as much as the products then; the multiply kernels serve them).
