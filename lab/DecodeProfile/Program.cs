@@ -21,6 +21,11 @@ var many = Enumerable.Range(0, R).Select(_ => new KvCache(c.NumLayers, c.NumHead
 var one = new KvCache(c.NumLayers, c.NumHeads, c.HeadDim, c.ContextLength, kvType);
 var shared = Enumerable.Repeat(one, R).ToArray();
 foreach (var k in many) k.EnsureCapacity(c.ContextLength);
+// Every cached position written (not the zero pages of a fresh array, which all read one cached page): the decode
+// rows read their caches from memory as a serving silo's do.
+var kv = Enumerable.Range(0, c.HeadDim).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+foreach (var k in many.Distinct())
+    for (int l = 0; l < c.NumLayers; l++) for (int h = 0; h < c.NumHeads; h++) for (int p = 0; p < Math.Min(c.ContextLength, 512); p++) k.Store(l, h, p, kv, kv);
 one.EnsureCapacity(c.ContextLength);
 int posIndex = Array.IndexOf(args, "pos"), pos = posIndex >= 0 ? int.Parse(args[posIndex + 1]) : 100;
 var posDecode = Enumerable.Repeat(pos, R).ToArray();

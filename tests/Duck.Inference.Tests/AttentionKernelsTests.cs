@@ -1,7 +1,8 @@
 // The KV-cache attention: bf16 conversions round to nearest even and keep specials; Attend over bf16 keys and
 // values equals a double-precision softmax-weighted sum of the same (bf16-rounded) numbers, for the head size 64
 // fast path, the generic vector path and the scalar path (head size not a multiple of 8); AttendInt8 equals it for
-// the int8-quantized query.
+// the int8-quantized query. Over a position-major cache (every head's vector of a position together, as KvCache lays
+// them out), several heads at once and one head with a stride give the bits of one contiguous head at a time.
 using Duck.Inference.Kernels;
 
 namespace Duck.Inference.Tests;
@@ -155,5 +156,76 @@ public class AttentionKernelsTests
             for (int d = 0; d < hd; d++) reference[d] += Math.Exp(exact[j] - emax) / esum * v[j * hd + d] * vs[j];
         double valueScale = 128 * vs.Max();
         for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - reference[d]) < 0.01 * valueScale, $"dim {d}: {o[d]} vs unquantized {reference[d]}");
+    }
+
+    [Theory]
+    [InlineData(64, 37, 0, 12)]
+    [InlineData(64, 37, 2, 3)]
+    [InlineData(64, 8, 11, 1)]
+    [InlineData(32, 19, 1, 9)]
+    [InlineData(16, 9, 3, 4)]
+    public unsafe void AttendInt8_HeadsOfAPositionMajorCache_EqualEachHeadAlone(int hd, int count, int h0, int heads)
+    {
+        const int H = 12;
+        int capacity = count + 5, stride = H * hd;
+        var rng = new Random(hd + count * 3 + h0 * 7 + heads);
+        var q = Enumerable.Range(0, heads * hd).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var k = Enumerable.Range(0, capacity * stride).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
+        var v = Enumerable.Range(0, capacity * stride).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
+        var ks = Enumerable.Range(0, H * capacity).Select(_ => (float)(rng.NextDouble() * 0.03)).ToArray();
+        var vs = Enumerable.Range(0, H * capacity).Select(_ => (float)(rng.NextDouble() * 0.01)).ToArray();
+        var sums = new int[H * capacity];
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < capacity; j++) sums[h * capacity + j] = k.Skip(j * stride + h * hd).Take(hd).Sum(x => (int)x);
+        float scale = 1f / MathF.Sqrt(hd);
+        var paths = new[] { KernelPath.Scalar, KernelPath.Avx2, KernelPath.AvxVnni }.Where(p => p == KernelPath.Scalar
+            || (p == KernelPath.Avx2 && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+            || (p == KernelPath.AvxVnni && System.Runtime.Intrinsics.X86.AvxVnni.IsSupported)).ToList();
+        foreach (var path in paths)
+        {
+            var o = new float[heads * hd];
+            var scores = new float[heads * count];
+            fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
+            fixed (sbyte* kp = k, vp = v)
+            fixed (int* sump = sums)
+                AttentionKernels.AttendInt8(qp, kp + h0 * hd, ksp + h0 * capacity, sump + h0 * capacity, vp + h0 * hd, vsp + h0 * capacity, count, hd,
+                    heads, stride, capacity, scale, sp, op, path);
+            for (int i = 0; i < heads; i++)
+            {
+                int h = h0 + i;
+                // The head alone, its keys and values copied out contiguous.
+                var kh = Enumerable.Range(0, count).SelectMany(j => k.Skip(j * stride + h * hd).Take(hd)).ToArray();
+                var vh = Enumerable.Range(0, count).SelectMany(j => v.Skip(j * stride + h * hd).Take(hd)).ToArray();
+                var alone = new float[hd];
+                var single = new float[count];
+                fixed (float* qp = q, op = alone, sp = single, ksp = ks, vsp = vs)
+                fixed (sbyte* kp = kh, vp = vh)
+                fixed (int* sump = sums)
+                    AttentionKernels.AttendInt8(qp + i * hd, kp, ksp + h * capacity, sump + h * capacity, vp, vsp + h * capacity, count, hd, scale, sp, op, path);
+                Assert.Equal(alone, o.AsSpan(i * hd, hd).ToArray());
+            }
+        }
+    }
+
+    [Fact]
+    public unsafe void Attend_WithAStride_EqualsTheContiguousHead()
+    {
+        const int hd = 64, count = 29, stride = 5 * hd, h = 3;
+        var rng = new Random(11);
+        var q = Enumerable.Range(0, hd).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var k = Enumerable.Range(0, count * stride).Select(_ => AttentionKernels.ToBf16((float)(rng.NextDouble() * 4 - 2))).ToArray();
+        var v = Enumerable.Range(0, count * stride).Select(_ => AttentionKernels.ToBf16((float)(rng.NextDouble() * 2 - 1))).ToArray();
+        var kh = Enumerable.Range(0, count).SelectMany(j => k.Skip(j * stride + h * hd).Take(hd)).ToArray();
+        var vh = Enumerable.Range(0, count).SelectMany(j => v.Skip(j * stride + h * hd).Take(hd)).ToArray();
+        var strided = new float[hd];
+        var contiguous = new float[hd];
+        var scores = new float[count];
+        fixed (float* qp = q, op = strided, cp = contiguous, sp = scores)
+        fixed (ushort* kp = k, vp = v, khp = kh, vhp = vh)
+        {
+            AttentionKernels.Attend(qp, kp + h * hd, vp + h * hd, count, hd, stride, 0.125f, sp, op);
+            AttentionKernels.Attend(qp, khp, vhp, count, hd, 0.125f, sp, cp);
+        }
+        Assert.Equal(contiguous, strided);
     }
 }

@@ -65,7 +65,6 @@ public sealed partial class InferenceModel
         }
         var qa = s.Quantized;
         qa.LookupTables = KernelPath == KernelPath.Avx512Lookup;
-        int[][] groups = RowsByCache(caches, R);
         for (int l = 0; l < Blocks.Count; l++)
         {
             var B = Blocks[l];
@@ -78,7 +77,7 @@ public sealed partial class InferenceModel
                 B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
                 B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
             }
-            Attention(l, groups, caches, positions, s);                       // [R, D]
+            Attention(l, R, caches, positions, s);                            // [R, D]
             NormAndQuantize(s.Att, B.AttnSubNorm, s.Att, R, D, qa);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
             VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
@@ -124,66 +123,62 @@ public sealed partial class InferenceModel
     }
 
     /// <summary>
-    /// The rows of each cache, in row order, largest groups first: a decode row is a group of one, a prompt chunk a
-    /// group of consecutive positions whose later rows attend to the earlier ones.
+    /// Rotary embedding and the cache store of every row, then attention in a second parallel loop over (row, range of
+    /// heads): every row's keys and values are stored before any row attends, so the rows of a prompt chunk see their
+    /// own earlier tokens, and every row, decode or prompt, is an item of its own. A row takes all its heads in one
+    /// item (one front-to-back read of its cache) once there are as many rows as threads, fewer heads per item otherwise
+    /// (measured: one item per thread beats smaller ones for a lone row).
     /// </summary>
-    static int[][] RowsByCache(KvCache[] caches, int rows)
-    {
-        var groups = new List<List<int>>();
-        for (int r = 0; r < rows; r++)
-        {
-            int g = 0;
-            while (g < groups.Count && !ReferenceEquals(caches[groups[g][0]], caches[r])) g++;
-            if (g == groups.Count) groups.Add([]);
-            groups[g].Add(r);
-        }
-        return groups.OrderByDescending(g => g.Count).Select(g => g.ToArray()).ToArray();
-    }
-
-    /// <summary>
-    /// Rotary embedding, the cache store and attention in one parallel loop over (cache group, head): within an
-    /// item the rows of a cache go in order, each storing its key and value before it attends, so a prompt chunk
-    /// sees its own earlier tokens and nothing waits at a barrier between storing and attending. (A single long prompt
-    /// therefore spreads its attention over at most NumHeads threads.)
-    /// </summary>
-    void Attention(int layer, int[][] groups, KvCache[] caches, int[] positions, ForwardScratch s)
+    void Attention(int layer, int R, KvCache[] caches, int[] positions, ForwardScratch s)
     {
         int H = Config.NumHeads, D = Config.ModelDim, hd = Config.HeadDim, half = hd / 2;
-        Pool.For(groups.Length * H, item =>
+        ForRows(R, (r0, r1) =>
         {
-            int h = item % H;
-            foreach (int r in groups[item / H])
+            for (int r = r0; r < r1; r++)
             {
-                int p = positions[r], o = r * D + h * hd;
+                int p = positions[r];
                 var cos = RopeCos.AsSpan(p * half, half);
                 var sin = RopeSin.AsSpan(p * half, half);
-                VectorMath.Rope(s.Q.AsSpan(o, hd), 1, hd, cos, sin);
-                VectorMath.Rope(s.K.AsSpan(o, hd), 1, hd, cos, sin);
-                caches[r].Store(layer, h, p, s.K.AsSpan(o, hd), s.V.AsSpan(o, hd));
-                AttendHead(layer, r, h, caches, positions, s);
+                for (int h = 0; h < H; h++)
+                {
+                    int o = r * D + h * hd;
+                    VectorMath.Rope(s.Q.AsSpan(o, hd), 1, hd, cos, sin);
+                    VectorMath.Rope(s.K.AsSpan(o, hd), 1, hd, cos, sin);
+                    caches[r].Store(layer, h, p, s.K.AsSpan(o, hd), s.V.AsSpan(o, hd));
+                }
             }
+        });
+        int splits = Math.Min(H, (Pool.ThreadCount + R - 1) / R); // head ranges per row: a lone row still spreads over the pool
+        Pool.For(R * splits, item =>
+        {
+            int r = item / splits, k = item % splits, h0 = k * H / splits;
+            AttendHeads(layer, r, h0, (k + 1) * H / splits - h0, caches, positions, s);
         });
     }
 
-    /// <summary>One head of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p.</summary>
-    unsafe void AttendHead(int layer, int r, int h, KvCache[] caches, int[] positions, ForwardScratch s)
+    /// <summary>Heads [h0, h0 + heads) of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p.</summary>
+    unsafe void AttendHeads(int layer, int r, int h0, int heads, KvCache[] caches, int[] positions, ForwardScratch s)
     {
         int D = Config.ModelDim, hd = Config.HeadDim, count = positions[r] + 1;
-        float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(count);
+        float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(heads * count);
         var cache = caches[r];
-        int offset = cache.Offset(h, 0);
+        int offset = cache.Offset(h0, 0), stride = cache.Stride;
         float scale = 1f / MathF.Sqrt(hd);
         fixed (float* q = s.Q, att = s.Att, sc = scores)
         {
-            float* qh = q + r * D + h * hd, oh = att + r * D + h * hd;
+            float* qh = q + r * D + h0 * hd, oh = att + r * D + h0 * hd;
             if (cache.Type == KvCacheType.Int8)
                 fixed (sbyte* keys = cache.K8[layer], values = cache.V8[layer])
                 fixed (float* ks = cache.KScale[layer], vs = cache.VScale[layer])
                 fixed (int* sums = cache.KSum[layer])
-                    AttentionKernels.AttendInt8(qh, keys + offset, ks + h * cache.Capacity, sums + h * cache.Capacity, values + offset, vs + h * cache.Capacity, count, hd, scale, sc, oh);
+                {
+                    int si = cache.ScaleIndex(h0, 0);
+                    AttentionKernels.AttendInt8(qh, keys + offset, ks + si, sums + si, values + offset, vs + si, count, hd, heads, stride, cache.Capacity, scale, sc, oh);
+                }
             else
                 fixed (ushort* keys = cache.K[layer], values = cache.V[layer])
-                    AttentionKernels.Attend(qh, keys + offset, values + offset, count, hd, scale, sc, oh);
+                    for (int i = 0; i < heads; i++)
+                        AttentionKernels.Attend(qh + i * hd, keys + offset + i * hd, values + offset + i * hd, count, hd, stride, scale, sc, oh + i * hd);
         }
         System.Buffers.ArrayPool<float>.Shared.Return(scores);
     }

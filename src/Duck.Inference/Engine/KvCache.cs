@@ -1,5 +1,6 @@
-// The KV cache of one sequence: keys and values of every layer, head-major ([head, position, headDim] per layer) so
-// the positions one head attends over are contiguous, grown on demand up to the context window. Two element
+// The KV cache of one sequence: keys and values of every layer, position-major ([position, head, headDim] per layer)
+// so attending over a sequence reads one contiguous run per layer (front to back, as memory is fastest read), grown on
+// demand up to the context window. The int8 scales and sums are head-major ([head, position]). Two element
 // types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale (absmax / 127) per head
 // and position, plus each key's sum of int8 values: about half of bf16's bytes, the part of a batched decode's
 // memory traffic that grows with the sessions' lengths. Not the attention arithmetic (AttentionKernels).
@@ -56,7 +57,13 @@ public sealed class KvCache
         : 2L * layers * Capacity * numHeads * headDim * sizeof(ushort);
 
     /// <summary>Offset of (head, position) in a layer's element array.</summary>
-    public int Offset(int head, int position) => (head * Capacity + position) * headDim;
+    public int Offset(int head, int position) => (position * numHeads + head) * headDim;
+
+    /// <summary>Elements from one position to the next in a layer's element array (every head's vector).</summary>
+    public int Stride => numHeads * headDim;
+
+    /// <summary>Index of (head, position) in a layer's scale and sum arrays.</summary>
+    public int ScaleIndex(int head, int position) => head * Capacity + position;
 
     /// <summary>Writes the key and value of (layer, head, position).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -65,7 +72,7 @@ public sealed class KvCache
         int o = Offset(head, position);
         if (Type == KvCacheType.Int8)
         {
-            int si = head * Capacity + position;
+            int si = ScaleIndex(head, position);
             KScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(key, K8[layer].AsSpan(o, headDim), out KSum[layer][si]);
             VScale[layer][si] = Kernels.AttentionKernels.QuantizeInt8(value, V8[layer].AsSpan(o, headDim));
         }
@@ -96,7 +103,7 @@ public sealed class KvCache
             for (int h = 0; h < numHeads; h++)
                 for (int p = from + count; p < end; p++)
                 {
-                    int src = Offset(h, p), dst = Offset(h, p - count), si = h * Capacity + p, di = si - count;
+                    int src = Offset(h, p), dst = Offset(h, p - count), si = ScaleIndex(h, p), di = si - count;
                     if (Type == KvCacheType.Int8)
                     {
                         for (int d = 0; d < headDim; d++) key[d] = K8[l][src + d] * KScale[l][si];
@@ -123,25 +130,34 @@ public sealed class KvCache
         for (int l = 0; l < layers; l++)
             if (Type == KvCacheType.Int8)
             {
-                K8[l] = Regrow(K8[l], capacity, headDim);
-                V8[l] = Regrow(V8[l], capacity, headDim);
-                KScale[l] = Regrow(KScale[l], capacity, 1);
-                VScale[l] = Regrow(VScale[l], capacity, 1);
-                KSum[l] = Regrow(KSum[l], capacity, 1);
+                K8[l] = Grow(K8[l], capacity);
+                V8[l] = Grow(V8[l], capacity);
+                KScale[l] = RegrowByHead(KScale[l], capacity);
+                VScale[l] = RegrowByHead(VScale[l], capacity);
+                KSum[l] = RegrowByHead(KSum[l], capacity);
             }
             else
             {
-                K[l] = Regrow(K[l], capacity, headDim);
-                V[l] = Regrow(V[l], capacity, headDim);
+                K[l] = Grow(K[l], capacity);
+                V[l] = Grow(V[l], capacity);
             }
         Capacity = capacity;
     }
 
-    T[] Regrow<T>(T[] old, int capacity, int width)
+    /// <summary>A position-major array with room for <paramref name="capacity"/> positions, the old positions copied to its start.</summary>
+    T[] Grow<T>(T[] old, int capacity)
     {
-        var grown = GC.AllocateUninitializedArray<T>(numHeads * capacity * width);
+        var grown = GC.AllocateUninitializedArray<T>(capacity * Stride);
+        Array.Copy(old, grown, old.Length);
+        return grown;
+    }
+
+    /// <summary>A head-major [head, position] array with room for <paramref name="capacity"/> positions per head.</summary>
+    T[] RegrowByHead<T>(T[] old, int capacity)
+    {
+        var grown = GC.AllocateUninitializedArray<T>(numHeads * capacity);
         for (int h = 0; h < numHeads && Capacity > 0; h++)
-            Array.Copy(old, h * Capacity * width, grown, h * capacity * width, Capacity * width);
+            Array.Copy(old, h * Capacity, grown, h * capacity, Capacity);
         return grown;
     }
 }

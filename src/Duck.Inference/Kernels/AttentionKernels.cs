@@ -55,15 +55,19 @@ public static unsafe class AttentionKernels
     /// o = Σ_j softmax_j(q·k_j · scale) · v_j over positions j in [0, count), keys and values [count, hd] bf16,
     /// q and o fp32 [hd]. <paramref name="scores"/> holds at least count floats of scratch.
     /// </summary>
+    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o) =>
+        Attend(q, keys, values, count, hd, hd, scale, scores, o);
+
+    /// <summary><see cref="Attend(float*, ushort*, ushort*, int, int, float, float*, float*)"/> with position j's key and value at j · <paramref name="stride"/> elements.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, float scale, float* scores, float* o)
+    public static void Attend(float* q, ushort* keys, ushort* values, int count, int hd, int stride, float scale, float* scores, float* o)
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
-        if (simd && hd == 64) ScoresHd64<ushort, Bf16>(q, keys, count, scale, scores);
+        if (simd && hd == 64) ScoresHd64<ushort, Bf16>(q, keys, stride, count, scale, scores);
         else
             for (int j = 0; j < count; j++)
             {
-                ushort* k = keys + (long)j * hd;
+                ushort* k = keys + (long)j * stride;
                 float dot = 0;
                 if (simd)
                 {
@@ -79,7 +83,7 @@ public static unsafe class AttentionKernels
         for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
         float inv = 1f / ExpAndSum(scores, count, max);
         for (int j = 0; j < count; j++) scores[j] *= inv;
-        WeightedSum<ushort, Bf16>(values, scores, count, hd, o);
+        WeightedSum<ushort, Bf16>(values, stride, scores, count, hd, o);
     }
 
     /// <summary>
@@ -88,7 +92,19 @@ public static unsafe class AttentionKernels
     /// so score j = (q8·k8_j) · (scale · qScale) · keyScales[j] with an exact integer dot product on every path.
     /// </summary>
     public static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o) =>
-        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, scale, scores, o, DotPath);
+        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, 1, hd, count, scale, scores, o, DotPath);
+
+    /// <summary>
+    /// <see cref="AttendInt8(float*, sbyte*, float*, int*, sbyte*, float*, int, int, float, float*, float*)"/> for
+    /// <paramref name="heads"/> consecutive heads of one row over a position-major cache: head i's key at position j is
+    /// keys[j · stride + i · hd, + hd), its scale and sum keyScales and keySums[i · scaleStride + j], the values
+    /// likewise; q and o hold the heads' vectors one after another. The dots go position by position across the heads,
+    /// so the keys (and the values, asked for alongside) are read front to back once. <paramref name="scores"/> holds
+    /// heads · count floats of scratch.
+    /// </summary>
+    public static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd,
+        int heads, int stride, int scaleStride, float scale, float* scores, float* o) =>
+        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, heads, stride, scaleStride, scale, scores, o, DotPath);
 
     /// <summary>
     /// The path of AttendInt8's q·k dots on this CPU: AvxVnni (vpdpbusd), else Avx2 (vpmaddubsw on |k| and q with
@@ -98,33 +114,42 @@ public static unsafe class AttentionKernels
 
     /// <summary><see cref="AttendInt8(float*, sbyte*, float*, int*, sbyte*, float*, int, int, float, float*, float*)"/> with the dots' path chosen (tests force each one).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o, KernelPath path)
+    internal static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd, float scale, float* scores, float* o, KernelPath path) =>
+        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, 1, hd, count, scale, scores, o, path);
+
+    /// <summary>The multi-head form with the dots' path chosen.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd,
+        int heads, int stride, int scaleStride, float scale, float* scores, float* o, KernelPath path)
     {
-        // The values are read only after the scores: ask for them now, so their lines arrive while the keys are read.
-        if (Sse.IsSupported)
-            for (long b = 0; b < (long)count * hd; b += 64) Sse.Prefetch1(values + b);
-        sbyte* q8 = stackalloc sbyte[hd];
-        float factor = scale * QuantizeInt8(new ReadOnlySpan<float>(q, hd), new Span<sbyte>(q8, hd));
-        int* dots = (int*)scores;                            // the integer dots, turned into float scores in place
+        sbyte* q8 = stackalloc sbyte[heads * hd];
+        float* factors = stackalloc float[heads];
+        for (int i = 0; i < heads; i++) factors[i] = scale * QuantizeInt8(new ReadOnlySpan<float>(q + i * hd, hd), new Span<sbyte>(q8 + i * hd, hd));
+        int* dots = (int*)scores;                            // [heads, count]: the integer dots, turned into float scores in place
         if (hd % 32 != 0) path = KernelPath.Scalar;
         switch (path)
         {
-            case KernelPath.AvxVnni: Dots<VnniKeyDot>(q8, keys, keySums, count, hd, dots); break;
-            case KernelPath.Avx2: Dots<Avx2KeyDot>(q8, keys, keySums, count, hd, dots); break;
+            case KernelPath.AvxVnni: Dots<VnniKeyDot>(q8, keys, keySums, values, count, hd, heads, stride, scaleStride, dots); break;
+            case KernelPath.Avx2: Dots<Avx2KeyDot>(q8, keys, keySums, values, count, hd, heads, stride, scaleStride, dots); break;
             default:
-                for (int j = 0; j < count; j++)
-                {
-                    sbyte* k = keys + (long)j * hd;
-                    int dot = 0;
-                    for (int d = 0; d < hd; d++) dot += q8[d] * k[d];
-                    dots[j] = dot;
-                }
+                for (int i = 0; i < heads; i++)
+                    for (int j = 0; j < count; j++)
+                    {
+                        sbyte* k = keys + (long)j * stride + i * hd, qi = q8 + i * hd;
+                        int dot = 0;
+                        for (int d = 0; d < hd; d++) dot += qi[d] * k[d];
+                        dots[i * count + j] = dot;
+                    }
                 break;
         }
-        float max = ScaleDots(dots, keyScales, factor, count);
-        float inv = 1f / ExpAndSum(scores, count, max);
-        ScaleWeights(scores, valueScales, inv, count);
-        WeightedSum<sbyte, Int8>(values, scores, count, hd, o);
+        for (int i = 0; i < heads; i++)
+        {
+            float* weights = scores + (long)i * count;
+            float max = ScaleDots((int*)weights, keyScales + (long)i * scaleStride, factors[i], count);
+            float inv = 1f / ExpAndSum(weights, count, max);
+            ScaleWeights(weights, valueScales + (long)i * scaleStride, inv, count);
+        }
+        for (int i = 0; i < heads; i++) WeightedSum<sbyte, Int8>(values + i * hd, stride, scores + (long)i * count, count, hd, o + i * hd);
     }
 
     /// <summary>
@@ -169,46 +194,63 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>
-    /// dots[j] = Σ_d q8[d] · keys[j, d], eight positions at a time, reduced together; hd a multiple of 32.
+    /// dots[i · count + j] = Σ_d q8[i · hd + d] · keys[j · stride + i · hd + d], hd a multiple of 32. Position by
+    /// position, every head of a position before the next, so the keys stream front to back (the hardware prefetcher
+    /// keeps up with that order, not with one head's strided walk, nor with software prefetches of the keys ahead:
+    /// both measured slower); eight heads' dots are reduced together. The values of each position are asked for
+    /// into L2 as its keys are read, so the weighted sums, head by head, find them there.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Dots<TDot>(sbyte* q8, sbyte* keys, int* keySums, int count, int hd, int* dots) where TDot : struct, IKeyDot
+    static void Dots<TDot>(sbyte* q8, sbyte* keys, int* keySums, sbyte* values, int count, int hd, int heads, int stride, int scaleStride, int* dots) where TDot : struct, IKeyDot
     {
         int chunks = hd / 32;
-        var qu = stackalloc Vector256<sbyte>[chunks];
-        for (int c = 0; c < chunks; c++) qu[c] = TDot.Prepare(Vector256.Load(q8 + c * 32));
-        int j = 0;
-        for (; j + 8 <= count; j += 8)
+        var qu = stackalloc Vector256<sbyte>[heads * chunks];
+        for (int c = 0; c < heads * chunks; c++) qu[c] = TDot.Prepare(Vector256.Load(q8 + c * 32));
+        long s = stride;
+        for (int j = 0; j < count; j++)
         {
-            sbyte* k = keys + (long)j * hd;
-            for (int b = 0; b < 8 * hd; b += 64) Sse.Prefetch0(k + 16 * hd + b); // two blocks ahead
-            Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-            for (int c = 0; c < chunks; c++, k += 32)
+            sbyte* row = keys + j * s;
+            sbyte* vrow = values + j * s;
+            for (int b = 0; b < heads * hd; b += 64) Sse.Prefetch1(vrow + b);
+            int i = 0;
+            for (; i + 8 <= heads; i += 8)
             {
-                var u = qu[c];
-                a0 = TDot.Dot(a0, u, Vector256.Load(k));
-                a1 = TDot.Dot(a1, u, Vector256.Load(k + hd));
-                a2 = TDot.Dot(a2, u, Vector256.Load(k + 2 * hd));
-                a3 = TDot.Dot(a3, u, Vector256.Load(k + 3 * hd));
-                a4 = TDot.Dot(a4, u, Vector256.Load(k + 4 * hd));
-                a5 = TDot.Dot(a5, u, Vector256.Load(k + 5 * hd));
-                a6 = TDot.Dot(a6, u, Vector256.Load(k + 6 * hd));
-                a7 = TDot.Dot(a7, u, Vector256.Load(k + 7 * hd));
+                sbyte* k = row + i * hd;
+                var qi = qu + i * chunks;
+                Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                for (int c = 0; c < chunks; c++, k += 32, qi++)
+                {
+                    a0 = TDot.Dot(a0, qi[0], Vector256.Load(k));
+                    a1 = TDot.Dot(a1, qi[chunks], Vector256.Load(k + hd));
+                    a2 = TDot.Dot(a2, qi[2 * chunks], Vector256.Load(k + 2 * hd));
+                    a3 = TDot.Dot(a3, qi[3 * chunks], Vector256.Load(k + 3 * hd));
+                    a4 = TDot.Dot(a4, qi[4 * chunks], Vector256.Load(k + 4 * hd));
+                    a5 = TDot.Dot(a5, qi[5 * chunks], Vector256.Load(k + 5 * hd));
+                    a6 = TDot.Dot(a6, qi[6 * chunks], Vector256.Load(k + 6 * hd));
+                    a7 = TDot.Dot(a7, qi[7 * chunks], Vector256.Load(k + 7 * hd));
+                }
+                // Horizontal sums of eight vectors at once: two rounds of vphaddd within 128-bit halves, then the halves added.
+                var h0 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
+                var h1 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a4, a5), Avx2.HorizontalAdd(a6, a7));
+                var sums = Avx2.Permute2x128(h0, h1, 0x20) + Avx2.Permute2x128(h0, h1, 0x31);
+                int* d = dots + (long)i * count + j;
+                var lo = sums.GetLower();
+                var hi = sums.GetUpper();
+                d[0] = lo.ToScalar(); d[count] = lo.GetElement(1); d[2 * count] = lo.GetElement(2); d[3 * count] = lo.GetElement(3);
+                d += 4L * count;
+                d[0] = hi.ToScalar(); d[count] = hi.GetElement(1); d[2 * count] = hi.GetElement(2); d[3 * count] = hi.GetElement(3);
             }
-            // Horizontal sums of eight vectors at once: two rounds of vphaddd within 128-bit halves, then the halves added.
-            var h0 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
-            var h1 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a4, a5), Avx2.HorizontalAdd(a6, a7));
-            var sums = Avx2.Permute2x128(h0, h1, 0x20) + Avx2.Permute2x128(h0, h1, 0x31);
-            if (TDot.Offset) sums -= Vector256.Load(keySums + j) << 7;
-            sums.Store(dots + j);
+            for (; i < heads; i++)
+            {
+                sbyte* k = row + i * hd;
+                Vector256<int> a = default;
+                for (int c = 0; c < chunks; c++) a = TDot.Dot(a, qu[i * chunks + c], Vector256.Load(k + c * 32));
+                dots[(long)i * count + j] = Vector256.Sum(a);
+            }
         }
-        for (; j < count; j++)
-        {
-            sbyte* k = keys + (long)j * hd;
-            Vector256<int> a = default;
-            for (int c = 0; c < chunks; c++) a = TDot.Dot(a, qu[c], Vector256.Load(k + c * 32));
-            dots[j] = Vector256.Sum(a) - (TDot.Offset ? keySums[j] << 7 : 0);
-        }
+        if (TDot.Offset)
+            for (int i = 0; i < heads; i++)
+                for (int j = 0; j < count; j++) dots[(long)i * count + j] -= keySums[(long)i * scaleStride + j] << 7;
     }
 
     /// <summary>In place: scores[j] = dots[j] · factor · keyScales[j]; returns their maximum.</summary>
@@ -281,20 +323,20 @@ public static unsafe class AttentionKernels
 
     /// <summary>o = Σ_j weights[j] · v_j over values [count, hd]: 512-bit or 256-bit for head size 64, else generic.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void WeightedSum<T, TE>(T* values, float* weights, int count, int hd, float* o) where T : unmanaged where TE : struct, IElement<T>
+    static void WeightedSum<T, TE>(T* values, int stride, float* weights, int count, int hd, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
         if (simd && hd == 64)
         {
-            if (Avx512F.IsSupported) WeightedSumHd64x512<T, TE>(values, weights, count, o);
-            else WeightedSumHd64<T, TE>(values, weights, count, o);
+            if (Avx512F.IsSupported) WeightedSumHd64x512<T, TE>(values, stride, weights, count, o);
+            else WeightedSumHd64<T, TE>(values, stride, weights, count, o);
             return;
         }
         new Span<float>(o, hd).Clear();
         for (int j = 0; j < count; j++)
         {
             float a = weights[j];
-            T* v = values + (long)j * hd;
+            T* v = values + (long)j * stride;
             if (simd)
             {
                 var va = Vector256.Create(a);
@@ -307,18 +349,18 @@ public static unsafe class AttentionKernels
 
     /// <summary>Head size 64 (every preset but 3b): q stays in 8 registers; two positions per iteration.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ScoresHd64<T, TE>(float* q, T* keys, int count, float scale, float* scores) where T : unmanaged where TE : struct, IElement<T>
+    static void ScoresHd64<T, TE>(float* q, T* keys, long stride, int count, float scale, float* scores) where T : unmanaged where TE : struct, IElement<T>
     {
         var q0 = Vector256.Load(q); var q1 = Vector256.Load(q + 8); var q2 = Vector256.Load(q + 16); var q3 = Vector256.Load(q + 24);
         var q4 = Vector256.Load(q + 32); var q5 = Vector256.Load(q + 40); var q6 = Vector256.Load(q + 48); var q7 = Vector256.Load(q + 56);
         int j = 0;
         for (; j + 2 <= count; j += 2)
         {
-            T* a = keys + j * 64, b = a + 64;
+            T* a = keys + j * stride, b = a + stride;
             scores[j] = Dot(a) * scale;
             scores[j + 1] = Dot(b) * scale;
         }
-        if (j < count) scores[j] = Dot(keys + j * 64) * scale;
+        if (j < count) scores[j] = Dot(keys + j * stride) * scale;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         float Dot(T* k)
@@ -331,13 +373,13 @@ public static unsafe class AttentionKernels
 
     /// <summary>Head size 64: o = Σ_j weights[j] · v_j with the output in 8 registers across all positions.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void WeightedSumHd64<T, TE>(T* values, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
+    static void WeightedSumHd64<T, TE>(T* values, long stride, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
         for (int j = 0; j < count; j++)
         {
             var a = Vector256.Create(weights[j]);
-            T* v = values + j * 64;
+            T* v = values + j * stride;
             o0 = Fma.MultiplyAdd(TE.Widen(v), a, o0); o1 = Fma.MultiplyAdd(TE.Widen(v + 8), a, o1);
             o2 = Fma.MultiplyAdd(TE.Widen(v + 16), a, o2); o3 = Fma.MultiplyAdd(TE.Widen(v + 24), a, o3);
             o4 = Fma.MultiplyAdd(TE.Widen(v + 32), a, o4); o5 = Fma.MultiplyAdd(TE.Widen(v + 40), a, o5);
@@ -349,13 +391,13 @@ public static unsafe class AttentionKernels
 
     /// <summary><see cref="WeightedSumHd64"/> with 16-wide vectors: four accumulators, each value widened and multiplied in three instructions.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void WeightedSumHd64x512<T, TE>(T* values, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
+    static void WeightedSumHd64x512<T, TE>(T* values, long stride, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
     {
         Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
         for (int j = 0; j < count; j++)
         {
             var a = Vector512.Create(weights[j]);
-            T* v = values + j * 64;
+            T* v = values + j * stride;
             o0 = Avx512F.FusedMultiplyAdd(TE.Widen512(v), a, o0); o1 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 16), a, o1);
             o2 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 32), a, o2); o3 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 48), a, o3);
         }
