@@ -126,8 +126,9 @@ public sealed partial class InferenceModel
     /// Rotary embedding and the cache store of every row, then attention in a second parallel loop over (row, range of
     /// heads): every row's keys and values are stored before any row attends, so the rows of a prompt chunk see their
     /// own earlier tokens, and every row, decode or prompt, is an item of its own. A row takes all its heads in one
-    /// item (one front-to-back read of its cache) once there are as many rows as threads, fewer heads per item otherwise
-    /// (measured: one item per thread beats smaller ones for a lone row).
+    /// item (one front-to-back read of its position-major cache) once there are as many rows as threads, fewer heads
+    /// per item otherwise (measured: one item per thread beats smaller ones for a lone row); over bf16 caches, one head
+    /// per item, as their head-major layout suits.
     /// </summary>
     void Attention(int layer, int R, KvCache[] caches, int[] positions, ForwardScratch s)
     {
@@ -148,7 +149,10 @@ public sealed partial class InferenceModel
                 }
             }
         });
-        int splits = Math.Min(H, (Pool.ThreadCount + R - 1) / R); // head ranges per row: a lone row still spreads over the pool
+        // Head ranges per row: a lone row still spreads over the pool; over head-major (bf16) caches one head per item.
+        bool headMajor = false;
+        for (int r = 0; r < R; r++) headMajor |= !caches[r].PositionMajor;
+        int splits = headMajor ? H : Math.Min(H, (Pool.ThreadCount + R - 1) / R);
         Pool.For(R * splits, item =>
         {
             int r = item / splits, k = item % splits, h0 = k * H / splits;
@@ -178,7 +182,10 @@ public sealed partial class InferenceModel
             else
                 fixed (ushort* keys = cache.K[layer], values = cache.V[layer])
                     for (int i = 0; i < heads; i++)
-                        AttentionKernels.Attend(qh + i * hd, keys + offset + i * hd, values + offset + i * hd, count, hd, stride, scale, sc, oh + i * hd);
+                    {
+                        int o = cache.Offset(h0 + i, 0);
+                        AttentionKernels.Attend(qh + i * hd, keys + o, values + o, count, hd, stride, scale, sc, oh + i * hd);
+                    }
         }
         System.Buffers.ArrayPool<float>.Shared.Return(scores);
     }

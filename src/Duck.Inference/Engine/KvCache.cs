@@ -1,6 +1,9 @@
-// The KV cache of one sequence: keys and values of every layer, position-major ([position, head, headDim] per layer)
-// so attending over a sequence reads one contiguous run per layer (front to back, as memory is fastest read), grown on
-// demand up to the context window. The int8 scales and sums are head-major ([head, position]). Two element
+// The KV cache of one sequence: keys and values of every layer, grown on demand up to the context window. An int8
+// cache (the chat servers', whose many sessions' caches stream from memory in every batched pass) is position-major,
+// [position, head, headDim] per layer, so a row reads its whole cache front to back in one run, as memory is fastest
+// read; its scales and sums are [head, position]. A bf16 cache (one stream's, mostly in L3) is head-major,
+// [head, position, headDim], so each head's positions are contiguous for the one-head kernel (measured: single-stream
+// decode 5-9 % slower over a position-major bf16 cache). Two element
 // types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale (absmax / 127) per head
 // and position, plus each key's sum of int8 values: about half of bf16's bytes, the part of a batched decode's
 // memory traffic that grows with the sessions' lengths. Not the attention arithmetic (AttentionKernels).
@@ -56,11 +59,14 @@ public sealed class KvCache
         ? layers * Capacity * numHeads * (2L * (headDim + sizeof(float)) + sizeof(int))
         : 2L * layers * Capacity * numHeads * headDim * sizeof(ushort);
 
-    /// <summary>Offset of (head, position) in a layer's element array.</summary>
-    public int Offset(int head, int position) => (position * numHeads + head) * headDim;
+    /// <summary>Whether a layer's keys and values are [position, head, headDim] (int8), else [head, position, headDim] (bf16).</summary>
+    public bool PositionMajor => Type == KvCacheType.Int8;
 
-    /// <summary>Elements from one position to the next in a layer's element array (every head's vector).</summary>
-    public int Stride => numHeads * headDim;
+    /// <summary>Offset of (head, position) in a layer's element array.</summary>
+    public int Offset(int head, int position) => PositionMajor ? (position * numHeads + head) * headDim : (head * Capacity + position) * headDim;
+
+    /// <summary>Elements from one position to the next of one head in a layer's element array.</summary>
+    public int Stride => PositionMajor ? numHeads * headDim : headDim;
 
     /// <summary>Index of (head, position) in a layer's scale and sum arrays.</summary>
     public int ScaleIndex(int head, int position) => head * Capacity + position;
@@ -132,14 +138,14 @@ public sealed class KvCache
             {
                 K8[l] = Grow(K8[l], capacity);
                 V8[l] = Grow(V8[l], capacity);
-                KScale[l] = RegrowByHead(KScale[l], capacity);
-                VScale[l] = RegrowByHead(VScale[l], capacity);
-                KSum[l] = RegrowByHead(KSum[l], capacity);
+                KScale[l] = RegrowByHead(KScale[l], capacity, 1);
+                VScale[l] = RegrowByHead(VScale[l], capacity, 1);
+                KSum[l] = RegrowByHead(KSum[l], capacity, 1);
             }
             else
             {
-                K[l] = Grow(K[l], capacity);
-                V[l] = Grow(V[l], capacity);
+                K[l] = RegrowByHead(K[l], capacity, headDim);
+                V[l] = RegrowByHead(V[l], capacity, headDim);
             }
         Capacity = capacity;
     }
@@ -147,17 +153,17 @@ public sealed class KvCache
     /// <summary>A position-major array with room for <paramref name="capacity"/> positions, the old positions copied to its start.</summary>
     T[] Grow<T>(T[] old, int capacity)
     {
-        var grown = GC.AllocateUninitializedArray<T>(capacity * Stride);
+        var grown = GC.AllocateUninitializedArray<T>(capacity * numHeads * headDim);
         Array.Copy(old, grown, old.Length);
         return grown;
     }
 
-    /// <summary>A head-major [head, position] array with room for <paramref name="capacity"/> positions per head.</summary>
-    T[] RegrowByHead<T>(T[] old, int capacity)
+    /// <summary>A head-major [head, position, width] array with room for <paramref name="capacity"/> positions per head.</summary>
+    T[] RegrowByHead<T>(T[] old, int capacity, int width)
     {
-        var grown = GC.AllocateUninitializedArray<T>(numHeads * capacity);
+        var grown = GC.AllocateUninitializedArray<T>(numHeads * capacity * width);
         for (int h = 0; h < numHeads && Capacity > 0; h++)
-            Array.Copy(old, h * Capacity, grown, h * capacity, Capacity);
+            Array.Copy(old, h * Capacity * width, grown, h * capacity * width, Capacity * width);
         return grown;
     }
 }
