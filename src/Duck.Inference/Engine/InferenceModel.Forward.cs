@@ -171,7 +171,7 @@ public sealed partial class InferenceModel
         fixed (float* q = s.Q, att = s.Att, sc = scores)
         {
             float* qh = q + r * D + h0 * hd, oh = att + r * D + h0 * hd;
-            if (cache.Type == KvCacheType.Int8)
+            if (cache.Type == KvCacheType.Int8) // position-major: head h0 + i of a position is i · hd after head h0
                 fixed (sbyte* keys = cache.K8[layer], values = cache.V8[layer])
                 fixed (float* ks = cache.KScale[layer], vs = cache.VScale[layer])
                 fixed (int* sums = cache.KSum[layer])
