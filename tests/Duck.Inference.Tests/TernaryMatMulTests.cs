@@ -13,9 +13,10 @@ public class TernaryMatMulTests
         foreach (var (rows, cols) in new[] { (1, 64), (3, 100), (4, 256), (5, 200), (7, 512), (13, 768), (9, 2048), (8, 2304), (33, 704), (64, 128) })
             foreach (int tokens in new[] { 1, 2, 3, 4, 5, 9, 17 })
                 yield return [rows, cols, tokens];
-        // The lookup path's shapes: several 128-row quads with a partial last one, widths not a multiple of 9.
+        // The lookup path's shapes: several 128-row quads with a partial last one, widths not a multiple of 9, and
+        // last blocks of 4, 3, 2 and 1 tokens.
         foreach (var (rows, cols) in new[] { (130, 768), (300, 100), (256, 2048) })
-            foreach (int tokens in new[] { 8, 14, 33 })
+            foreach (int tokens in new[] { 8, 11, 14, 33 })
                 yield return [rows, cols, tokens];
     }
 
@@ -104,19 +105,20 @@ public class TernaryMatMulTests
     {
         if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;
         // Every weight +1 (or -1) and every activation 127: each table entry used is ±381, the most an int16 sum holds
-        // 86 of, and 2048 columns run 228 words, so the sums must be widened on the way.
+        // 86 of, and 2048 columns run 228 words, so the sums must be widened on the way (in every block size: 8 to 11 tokens).
         foreach (sbyte sign in new sbyte[] { 1, -1 })
+        foreach (int tokens in new[] { 8, 9, 10, 11 })
         {
             var w = new PackedTernary(128, 2048, 1f);
             var row = new sbyte[2048];
             Array.Fill(row, sign);
             for (int r = 0; r < 128; r++) w.SetRow(r, row);
-            var x = new float[8 * 2048];
+            var x = new float[tokens * 2048];
             Array.Fill(x, 1f);
             var q = new QuantizedActivations();
-            q.Quantize(x, 8, 2048);
-            var y = new float[8 * 128];
-            var expected = new float[8 * 128];
+            q.Quantize(x, tokens, 2048);
+            var y = new float[tokens * 128];
+            var expected = new float[tokens * 128];
             TernaryMatMul.Multiply(w, q, y, 0, 128, KernelPath.Avx512Lookup);
             TernaryMatMul.Multiply(w, q, expected, 0, 128, KernelPath.Scalar);
             Assert.Equal(expected, y);

@@ -53,19 +53,37 @@ public static unsafe partial class TernaryMatMul
         for (int b0 = 0; b0 < blocks; b0 += 4)
             for (int row = rowStart; row < rowEnd; row += QuadRows)
                 for (int b = b0; b < Math.Min(blocks, b0 + 4); b++)
-                    Tiles4Tokens4(a, triples + (long)row * words, words, tables + (long)(firstBlock + b) * x.TableGroups * 128, acc, row, rowEnd, 4 * b);
+                {
+                    ushort* w0 = triples + (long)row * words;
+                    short* tab = tables + (long)(firstBlock + b) * x.TableGroups * 128;
+                    switch (Math.Min(4, a.Tokens - 4 * b)) // a batch's last block may hold fewer tokens: no lookups for the others
+                    {
+                        case 4: Tiles4Tokens<Four>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
+                        case 3: Tiles4Tokens<Three>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
+                        case 2: Tiles4Tokens<Two>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
+                        default: Tiles4Tokens<One>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
+                    }
+                }
     }
 
+    /// <summary>Tokens of a block that <see cref="Tiles4Tokens{TN}"/> looks up (a constant per instantiation).</summary>
+    interface ITokens { static abstract int N { get; } }
+    struct One : ITokens { public static int N => 1; }
+    struct Two : ITokens { public static int N => 2; }
+    struct Three : ITokens { public static int N => 3; }
+    struct Four : ITokens { public static int N => 4; }
+
     /// <summary>
-    /// Rows row..row+127 × tokens t..t+3: 16 int16 accumulators, each table load feeding four vpermw (one per tile),
-    /// widened into <paramref name="acc"/> every <see cref="Int16Words"/> words; stores rows below rowEnd of tokens that exist.
+    /// Rows row..row+127 × tokens t..t+N-1 (N ≤ 4): up to 16 int16 accumulators, each table load feeding four vpermw
+    /// (one per tile), widened into <paramref name="acc"/> every <see cref="Int16Words"/> words; stores rows below
+    /// rowEnd of tokens that exist.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Tiles4Tokens4(in Args a, ushort* w0, int words, short* tab, int* acc, int row, int rowEnd, int t)
+    static void Tiles4Tokens<TN>(in Args a, ushort* w0, int words, short* tab, int* acc, int row, int rowEnd, int t) where TN : struct, ITokens
     {
         int tileStride = words * PackedTernary.TileRows;
         short* p0 = (short*)w0, p1 = p0 + tileStride, p2 = p1 + tileStride, p3 = p2 + tileStride;
-        new Span<int>(acc, 16 * PackedTernary.TileRows).Clear();
+        new Span<int>(acc, TN.N * 4 * PackedTernary.TileRows).Clear();
         for (int s = 0; s < words; s += Int16Words)
         {
             int e = Math.Min(words, s + Int16Words);
@@ -83,25 +101,34 @@ public static unsafe partial class TernaryMatMul
                 Group(i0 >>> 10, i1 >>> 10, i2 >>> 10, i3 >>> 10, tg + 256);
             }
             Widen(acc, a0, b0, c0, d0);
-            Widen(acc + 128, a1, b1, c1, d1);
-            Widen(acc + 256, a2, b2, c2, d2);
-            Widen(acc + 384, a3, b3, c3, d3);
+            if (TN.N > 1) Widen(acc + 128, a1, b1, c1, d1);
+            if (TN.N > 2) Widen(acc + 256, a2, b2, c2, d2);
+            if (TN.N > 3) Widen(acc + 384, a3, b3, c3, d3);
 
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             void Group(Vector512<short> i0, Vector512<short> i1, Vector512<short> i2, Vector512<short> i3, short* tg)
             {
                 var v = Vector512.Load(tg);
                 a0 += Avx512BW.PermuteVar32x16(v, i0); b0 += Avx512BW.PermuteVar32x16(v, i1); c0 += Avx512BW.PermuteVar32x16(v, i2); d0 += Avx512BW.PermuteVar32x16(v, i3);
-                v = Vector512.Load(tg + 32);
-                a1 += Avx512BW.PermuteVar32x16(v, i0); b1 += Avx512BW.PermuteVar32x16(v, i1); c1 += Avx512BW.PermuteVar32x16(v, i2); d1 += Avx512BW.PermuteVar32x16(v, i3);
-                v = Vector512.Load(tg + 64);
-                a2 += Avx512BW.PermuteVar32x16(v, i0); b2 += Avx512BW.PermuteVar32x16(v, i1); c2 += Avx512BW.PermuteVar32x16(v, i2); d2 += Avx512BW.PermuteVar32x16(v, i3);
-                v = Vector512.Load(tg + 96);
-                a3 += Avx512BW.PermuteVar32x16(v, i0); b3 += Avx512BW.PermuteVar32x16(v, i1); c3 += Avx512BW.PermuteVar32x16(v, i2); d3 += Avx512BW.PermuteVar32x16(v, i3);
+                if (TN.N > 1)
+                {
+                    v = Vector512.Load(tg + 32);
+                    a1 += Avx512BW.PermuteVar32x16(v, i0); b1 += Avx512BW.PermuteVar32x16(v, i1); c1 += Avx512BW.PermuteVar32x16(v, i2); d1 += Avx512BW.PermuteVar32x16(v, i3);
+                }
+                if (TN.N > 2)
+                {
+                    v = Vector512.Load(tg + 64);
+                    a2 += Avx512BW.PermuteVar32x16(v, i0); b2 += Avx512BW.PermuteVar32x16(v, i1); c2 += Avx512BW.PermuteVar32x16(v, i2); d2 += Avx512BW.PermuteVar32x16(v, i3);
+                }
+                if (TN.N > 3)
+                {
+                    v = Vector512.Load(tg + 96);
+                    a3 += Avx512BW.PermuteVar32x16(v, i0); b3 += Avx512BW.PermuteVar32x16(v, i1); c3 += Avx512BW.PermuteVar32x16(v, i2); d3 += Avx512BW.PermuteVar32x16(v, i3);
+                }
             }
         }
         // acc is [token][tile][32]: store y[t, rows] = dot · factor[t], as the other paths do (int dot, then one float multiply).
-        for (int k = 0; k < 4 && t + k < a.Tokens; k++)
+        for (int k = 0; k < TN.N && t + k < a.Tokens; k++)
         {
             float f = a.Factor[t + k];
             float* yr = a.Y + (long)(t + k) * a.W.Rows;
