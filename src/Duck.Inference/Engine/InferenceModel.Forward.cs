@@ -166,7 +166,7 @@ public sealed partial class InferenceModel
         int D = Config.ModelDim, hd = Config.HeadDim, count = positions[r] + 1;
         float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(heads * count);
         var cache = caches[r];
-        int offset = cache.Offset(h0, 0), stride = cache.Stride;
+        int stride = cache.Stride;
         float scale = 1f / MathF.Sqrt(hd);
         fixed (float* q = s.Q, att = s.Att, sc = scores)
         {
@@ -176,7 +176,7 @@ public sealed partial class InferenceModel
                 fixed (float* ks = cache.KScale[layer], vs = cache.VScale[layer])
                 fixed (int* sums = cache.KSum[layer])
                 {
-                    int si = cache.ScaleIndex(h0, 0);
+                    int offset = cache.Offset(h0, 0), si = cache.ScaleIndex(h0, 0);
                     AttentionKernels.AttendInt8(qh, keys + offset, ks + si, sums + si, values + offset, vs + si, count, hd, heads, stride, cache.Capacity, scale, sc, oh);
                 }
             else

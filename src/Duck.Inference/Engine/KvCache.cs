@@ -1,12 +1,12 @@
-// The KV cache of one sequence: keys and values of every layer, grown on demand up to the context window. An int8
-// cache (the chat servers', whose many sessions' caches stream from memory in every batched pass) is position-major,
-// [position, head, headDim] per layer, so a row reads its whole cache front to back in one run, as memory is fastest
-// read; its scales and sums are [head, position]. A bf16 cache (one stream's, mostly in L3) is head-major,
-// [head, position, headDim], so each head's positions are contiguous for the one-head kernel (measured: single-stream
-// decode 5-9 % slower over a position-major bf16 cache). Two element
+// The KV cache of one sequence: keys and values of every layer, grown on demand up to the context window. Two element
 // types: bf16 (the default: within a relative 2^-8 of fp32) and int8 with one fp32 scale (absmax / 127) per head
 // and position, plus each key's sum of int8 values: about half of bf16's bytes, the part of a batched decode's
-// memory traffic that grows with the sessions' lengths. Not the attention arithmetic (AttentionKernels).
+// memory traffic that grows with the sessions' lengths. The int8 cache (the chat servers', whose many sessions'
+// caches stream from memory in every batched pass) is position-major, [position, head, headDim] per layer, so a row
+// reads its whole cache front to back in one run, as memory is fastest read; its scales and sums are [head, position].
+// The bf16 cache (one stream's, mostly in L3) is head-major, [head, position, headDim], so each head's positions are
+// contiguous for the one-head kernel (measured: single-stream decode 5-9 % slower over a position-major bf16 cache).
+// Not the attention arithmetic (AttentionKernels).
 using System.Runtime.CompilerServices;
 
 namespace Duck.Inference.Engine;
