@@ -161,6 +161,8 @@ public class AttentionKernelsTests
     [Theory]
     [InlineData(64, 37, 0, 12)]
     [InlineData(64, 37, 2, 3)]
+    [InlineData(64, 21, 1, 5)]
+    [InlineData(32, 19, 0, 12)]
     [InlineData(64, 8, 11, 1)]
     [InlineData(32, 19, 1, 9)]
     [InlineData(16, 9, 3, 4)]

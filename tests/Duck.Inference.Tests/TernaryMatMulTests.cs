@@ -101,6 +101,34 @@ public class TernaryMatMulTests
     }
 
     [Fact]
+    public unsafe void Lookup_Tables_HoldEverySignedSumOfThreeCodes()
+    {
+        if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;
+        var rng = new Random(7);
+        foreach (int cols in new[] { 9, 100, 704, 768, 2048 })
+        {
+            const int rows = 9;
+            var q = new QuantizedActivations();
+            q.Prepare(rows, cols);
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                    q.Values[r * q.PaddedCols + c] = r switch { 0 => -128, 1 => 127, _ => (sbyte)rng.Next(-128, 128) }; // both extremes
+            short* tables = q.ThreadTables();
+            for (int r = 0; r < rows; r++)
+                for (int g = 0; g < q.TableGroups; g++)
+                {
+                    short* entry = tables + ((long)(r / 4) * q.TableGroups * 4 + g * 4 + r % 4) * 32;
+                    int Code(int c) => c < cols ? q.Values[r * q.PaddedCols + c] : 0;
+                    for (int i = 0; i < 32; i++)
+                    {
+                        int expected = i < 27 ? (i / 9 - 1) * Code(3 * g) + (i / 3 % 3 - 1) * Code(3 * g + 1) + (i % 3 - 1) * Code(3 * g + 2) : 0;
+                        Assert.True(expected == entry[i], $"cols {cols}, row {r}, group {g}, entry {i}: {entry[i]}, expected {expected}");
+                    }
+                }
+        }
+    }
+
+    [Fact]
     public void Lookup_LargestSums_DoNotOverflowInt16()
     {
         if (!TernaryMatMul.IsSupported(KernelPath.Avx512Lookup)) return;

@@ -68,7 +68,8 @@ public sealed partial class InferenceModel
         for (int l = 0; l < Blocks.Count; l++)
         {
             var B = Blocks[l];
-            NormAndQuantize(s.X, B.AttnNorm, s.Xn, R, D, qa);                // [R, D]
+            // The previous block's FFN output joins the residual stream row by row, inside this norm's parallel loop.
+            NormAndQuantize(s.X, B.AttnNorm, s.Xn, R, D, qa, residual: l > 0 ? s.Out : null);   // [R, D]
             if (B.Q is TernaryLinear tq && B.K is TernaryLinear tk && B.V is TernaryLinear tv)
                 TernaryLinear.ForwardShared([tq, tk, tv], [s.Q, s.K, s.V], qa, R, Pool, KernelPath);
             else
@@ -80,9 +81,8 @@ public sealed partial class InferenceModel
             Attention(l, R, caches, positions, s);                            // [R, D]
             NormAndQuantize(s.Att, B.AttnSubNorm, s.Att, R, D, qa);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
-            VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
 
-            NormAndQuantize(s.X, B.FfnNorm, s.Xn, R, D, qa);
+            NormAndQuantize(s.X, B.FfnNorm, s.Xn, R, D, qa, residual: s.Out);  // X += O(att), then its norm
             if (B.Gate is TernaryLinear tg && B.Up is TernaryLinear tu)         // [R, F] each
                 TernaryLinear.ForwardShared([tg, tu], [s.Gate, s.Up], qa, R, Pool, KernelPath);
             else
@@ -90,11 +90,10 @@ public sealed partial class InferenceModel
                 B.Gate.Forward(s.Xn, qa, R, s.Gate, Pool, KernelPath);
                 B.Up.Forward(s.Xn, qa, R, s.Up, Pool, KernelPath);
             }
-            ForRows(R, (r0, r1) => VectorMath.SiluGate(s.Gate.AsSpan(r0 * F, (r1 - r0) * F), s.Up.AsSpan(r0 * F, (r1 - r0) * F)));
-            NormAndQuantize(s.Gate, B.FfnSubNorm, s.Gate, R, F, qa);
+            NormAndQuantize(s.Gate, B.FfnSubNorm, s.Gate, R, F, qa, up: s.Up); // SiLU(gate)·up, then its norm
             B.Down.Forward(s.Gate, qa, R, s.Out, Pool, KernelPath);          // [R, D]
-            VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D));
         }
+        if (Blocks.Count > 0) VectorMath.Add(s.X.AsSpan(0, R * D), s.Out.AsSpan(0, R * D)); // the last block's FFN output
         int L = logitRows.Length;
         for (int i = 0; i < L; i++)
             VectorMath.RmsNorm(s.X.AsSpan(logitRows[i] * D, D), FinalNorm, c.NormEps, s.Xn.AsSpan(i * D, D));
@@ -102,14 +101,24 @@ public sealed partial class InferenceModel
         Head.Forward(s.Xn, qa, L, logits, Pool, KernelPath);                 // [L, V]
     }
 
-    /// <summary>y = RMSNorm(x)·w per row, then int8 quantization of y, split by rows across the pool for a prefill.</summary>
-    void NormAndQuantize(float[] x, float[] w, float[] y, int rows, int dim, QuantizedActivations qa)
+    /// <summary>
+    /// y = RMSNorm(x)·w per row, then int8 quantization of y, split by rows across the pool for a prefill. Each row
+    /// first takes <paramref name="residual"/> into x (x += residual) or, with <paramref name="up"/>, becomes
+    /// SiLU(x)·up, so those element-wise steps ride in the same parallel loop instead of one of their own.
+    /// </summary>
+    void NormAndQuantize(float[] x, float[] w, float[] y, int rows, int dim, QuantizedActivations qa, float[]? residual = null, float[]? up = null)
     {
         qa.Prepare(rows, dim);
         float eps = Config.NormEps;
         ForRows(rows, (r0, r1) =>
         {
-            for (int r = r0; r < r1; r++) VectorMath.RmsNorm(x.AsSpan(r * dim, dim), w, eps, y.AsSpan(r * dim, dim));
+            for (int r = r0; r < r1; r++)
+            {
+                var xr = x.AsSpan(r * dim, dim);
+                if (residual is not null) VectorMath.Add(xr, residual.AsSpan(r * dim, dim));
+                if (up is not null) VectorMath.SiluGate(xr, up.AsSpan(r * dim, dim));
+                VectorMath.RmsNorm(xr, w, eps, y.AsSpan(r * dim, dim));
+            }
             qa.QuantizeRows(y, dim, r0, r1);
         });
     }

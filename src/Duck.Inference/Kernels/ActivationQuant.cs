@@ -4,6 +4,7 @@
 // values). Not the weight quantizer (Absmean).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Duck.Inference.Kernels;
 
@@ -103,16 +104,57 @@ public sealed class QuantizedActivations
         return d;
     }
 
-    /// <summary>Row r's tables: entry i of group g = Σ_j digit_j(i)·xq[3g + j], columns past the row counting as 0.</summary>
+    // The same digits as byte pairs for vpmaddubsw: Pairs01 lane i = (t0, t1), Pairs12 lane i = (0, t2); then
+    // Offsets lane i = 128 · (t0 + t1 + t2), what the +128 on each column's code adds to entry i.
+    static readonly sbyte[] DigitPairs = MakeDigitPairs();
+    static readonly short[] DigitOffsets = MakeDigitOffsets();
+
+    static sbyte[] MakeDigitPairs()
+    {
+        var p = new sbyte[128];
+        for (int i = 0; i < 27; i++)
+        {
+            p[2 * i] = (sbyte)(i / 9 - 1); p[2 * i + 1] = (sbyte)(i / 3 % 3 - 1);
+            p[64 + 2 * i + 1] = (sbyte)(i % 3 - 1);
+        }
+        return p;
+    }
+
+    static short[] MakeDigitOffsets()
+    {
+        var o = new short[32];
+        for (int i = 0; i < 27; i++) o[i] = (short)(128 * (i / 9 - 1 + i / 3 % 3 - 1 + i % 3 - 1));
+        return o;
+    }
+
+    /// <summary>
+    /// Row r's tables: entry i of group g = Σ_j digit_j(i)·xq[3g + j], columns past the row counting as 0. Whole
+    /// groups take two vpmaddubsw: the codes offset to unsigned (x + 128, broadcast as byte pairs (x0, x1) and
+    /// (x1, x2)) times the signed digit pairs, less the offset's share; exact, as no pair sum exceeds 2 · 255.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     unsafe void BuildTables(int r, short* tables)
     {
         fixed (short* d = Digits)
+        fixed (sbyte* pairs = DigitPairs)
+        fixed (short* offsets = DigitOffsets)
         fixed (sbyte* q = &Values[r * PaddedCols])
         {
-            var d0 = Vector512.Load(d); var d1 = Vector512.Load(d + 32); var d2 = Vector512.Load(d + 64);
             short* dst = tables + ((long)(r >> 2) * TableGroups * 4 + (r & 3)) * 32;
             int g = 0, full = cols / 3;
+            if (Avx512BW.IsSupported)
+            {
+                var p01 = Vector512.Load(pairs); var p12 = Vector512.Load(pairs + 64); var off = Vector512.Load(offsets);
+                for (; g < full; g++, dst += 128)
+                {
+                    byte* x = (byte*)q + 3 * g;
+                    var u01 = Vector512.Create((ushort)(*(ushort*)x ^ 0x8080)).AsByte();
+                    var u12 = Vector512.Create((ushort)(*(ushort*)(x + 1) ^ 0x8080)).AsByte();
+                    (Avx512BW.MultiplyAddAdjacent(u01, p01)
+                        + Avx512BW.MultiplyAddAdjacent(u12, p12) - off).Store(dst);
+                }
+            }
+            var d0 = Vector512.Load(d); var d1 = Vector512.Load(d + 32); var d2 = Vector512.Load(d + 64);
             for (; g < full; g++, dst += 128)
             {
                 sbyte* x = q + 3 * g;
@@ -131,7 +173,7 @@ public sealed class QuantizedActivations
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float QuantizeRow(ReadOnlySpan<float> x, Span<sbyte> q, out int sum)
     {
-        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported && x.Length % 16 == 0 && q.Length >= x.Length) return QuantizeRow512(x, q, out sum);
+        if (Avx512F.IsSupported && x.Length % 16 == 0 && q.Length >= x.Length) return QuantizeRow512(x, q, out sum);
         if (!Vector256.IsHardwareAccelerated || x.Length < 32) return QuantizeRowScalar(x, q, out sum);
         int n = x.Length, i = 0;
         var vmax = Vector256<float>.Zero;
@@ -188,7 +230,7 @@ public sealed class QuantizedActivations
             {
                 var v = Vector512.ConvertToInt32(Vector512.Clamp(Vector512.Round(Vector512.Load(xp + i) * vs), lo, hi));
                 acc += v;
-                System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector128SByte(v).Store(qp + i);
+                Avx512F.ConvertToVector128SByte(v).Store(qp + i);
             }
             sum = Vector512.Sum(acc);
             return s;

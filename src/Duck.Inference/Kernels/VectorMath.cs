@@ -42,7 +42,10 @@ public static class VectorMath
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Add(Span<float> y, ReadOnlySpan<float> x)
     {
-        for (int i = 0; i < y.Length; i++) y[i] += x[i];
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 8 <= y.Length; i += 8) (Vector256.Create(y.Slice(i, 8)) + Vector256.Create(x.Slice(i, 8))).CopyTo(y.Slice(i, 8));
+        for (; i < y.Length; i++) y[i] += x[i];
     }
 
     /// <summary>y = x / sqrt(mean(x²) + eps) · w.</summary>
