@@ -38,31 +38,50 @@ unsafe void Pass()
     {
         int layer = l;
         int splits = Math.Min(H, (threads + R - 1) / R); // as InferenceModel.Attention splits a row's heads
+        if (splits == 1 && !touch)
+        {
+            // As InferenceModel.Attention: each thread claims its next row first and asks for its keys meanwhile.
+            int next = 0;
+            pool.For(threads, _ =>
+            {
+                int r = Interlocked.Increment(ref next) - 1;
+                while (r < R)
+                {
+                    int n = Interlocked.Increment(ref next) - 1;
+                    Attend(layer, r, 0, H, n < R ? n : -1);
+                    r = n;
+                }
+            });
+            continue;
+        }
         pool.For(R * splits, item =>
         {
             int r = item / splits, k = item % splits, h0 = k * H / splits, heads = (k + 1) * H / splits - h0;
+            if (!touch) { Attend(layer, r, h0, heads, -1); return; }
             var c = caches[r];
-            float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(heads * (pos + 1));
-            int offset = c.Offset(h0, 0), si = c.ScaleIndex(h0, 0);
-            if (touch)
-            {
-                fixed (sbyte* keys = c.K8[layer], values = c.V8[layer])
-                {
-                    var acc = System.Runtime.Intrinsics.Vector512<sbyte>.Zero;
-                    for (int j = 0; j <= pos; j++) for (int i = 0; i < heads; i++) acc += System.Runtime.Intrinsics.Vector512.Load(keys + offset + j * c.Stride + i * hd);
-                    for (int j = 0; j <= pos; j++) for (int i = 0; i < heads; i++) acc += System.Runtime.Intrinsics.Vector512.Load(values + offset + j * c.Stride + i * hd);
-                    o[r * D + h0 * hd] = acc[0];
-                }
-            }
-            else
-            fixed (float* qp = q, op = o, sc = scores)
+            int offset = c.Offset(h0, 0);
             fixed (sbyte* keys = c.K8[layer], values = c.V8[layer])
-            fixed (float* ks = c.KScale[layer], vs = c.VScale[layer])
-            fixed (int* sums = c.KSum[layer])
-                AttentionKernels.AttendInt8(qp + r * D + h0 * hd, keys + offset, ks + si, sums + si, values + offset, vs + si, pos + 1, hd, heads, c.Stride, c.Capacity, 0.125f, sc, op + r * D + h0 * hd);
-            System.Buffers.ArrayPool<float>.Shared.Return(scores);
+            {
+                var acc = System.Runtime.Intrinsics.Vector512<sbyte>.Zero;
+                for (int j = 0; j <= pos; j++) for (int i = 0; i < heads; i++) acc += System.Runtime.Intrinsics.Vector512.Load(keys + offset + j * c.Stride + i * hd);
+                for (int j = 0; j <= pos; j++) for (int i = 0; i < heads; i++) acc += System.Runtime.Intrinsics.Vector512.Load(values + offset + j * c.Stride + i * hd);
+                o[r * D + h0 * hd] = acc[0];
+            }
         });
     }
+}
+unsafe void Attend(int layer, int r, int h0, int heads, int prefetchRow)
+{
+    var c = caches[r];
+    float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(heads * (pos + 1));
+    int offset = c.Offset(h0, 0), si = c.ScaleIndex(h0, 0);
+    fixed (float* qp = q, op = o, sc = scores)
+    fixed (sbyte* keys = c.K8[layer], values = c.V8[layer], nextKeys = prefetchRow >= 0 ? caches[prefetchRow].K8[layer] : null)
+    fixed (float* ks = c.KScale[layer], vs = c.VScale[layer])
+    fixed (int* sums = c.KSum[layer])
+        AttentionKernels.AttendInt8(qp + r * D + h0 * hd, keys + offset, ks + si, sums + si, values + offset, vs + si, pos + 1, hd, heads, c.Stride, c.Capacity, 0.125f, sc, op + r * D + h0 * hd,
+            nextKeys, prefetchRow >= 0 ? (long)(pos + 1) * c.Stride : 0);
+    System.Buffers.ArrayPool<float>.Shared.Return(scores);
 }
 void Evict() { if (!evict) return; long t = 0; for (int i = 0; i < weights.Length; i += 64) t += weights[i]; sink += t; }
 for (int i = 0; i < 20; i++) { Evict(); Pass(); }

@@ -206,6 +206,18 @@ public class AttentionKernelsTests
                     AttentionKernels.AttendInt8(qp + i * hd, kp, ksp + h * capacity, sump + h * capacity, vp, vsp + h * capacity, count, hd, scale, sp, op, path);
                 Assert.Equal(alone, o.AsSpan(i * hd, hd).ToArray());
             }
+            // Asking for another row's keys meanwhile (more or fewer lines than positions) changes nothing.
+            foreach (long prefetchBytes in new long[] { 1, 64L * count * heads + 100, k.Length })
+            {
+                var withPrefetch = new float[heads * hd];
+                fixed (float* qp = q, op = withPrefetch, sp = scores, ksp = ks, vsp = vs)
+                fixed (sbyte* kp = k, vp = v)
+                fixed (int* sump = sums)
+                fixed (sbyte* other = new sbyte[prefetchBytes])
+                    AttentionKernels.AttendInt8(qp, kp + h0 * hd, ksp + h0 * capacity, sump + h0 * capacity, vp + h0 * hd, vsp + h0 * capacity, count, hd,
+                        heads, stride, capacity, scale, sp, op, path, other, prefetchBytes);
+                Assert.Equal(o, withPrefetch);
+            }
         }
     }
 

@@ -162,15 +162,35 @@ public sealed partial class InferenceModel
         bool headMajor = false;
         for (int r = 0; r < R; r++) headMajor |= !caches[r].PositionMajor;
         int splits = headMajor ? H : Math.Min(H, (Pool.ThreadCount + R - 1) / R);
+        if (splits == 1)
+        {
+            // One row per claim, each thread claiming its next row before it attends the current one, so the current
+            // row's weighted sums (computed from L2) can ask for the next row's keys: memory streams meanwhile.
+            int next = 0;
+            Pool.For(Pool.ThreadCount, _ =>
+            {
+                int r = Interlocked.Increment(ref next) - 1;
+                while (r < R)
+                {
+                    int n = Interlocked.Increment(ref next) - 1;
+                    AttendHeads(layer, r, 0, H, caches, positions, s, n < R ? n : -1);
+                    r = n;
+                }
+            });
+            return;
+        }
         Pool.For(R * splits, item =>
         {
             int r = item / splits, k = item % splits, h0 = k * H / splits;
-            AttendHeads(layer, r, h0, (k + 1) * H / splits - h0, caches, positions, s);
+            AttendHeads(layer, r, h0, (k + 1) * H / splits - h0, caches, positions, s, -1);
         });
     }
 
-    /// <summary>Heads [h0, h0 + heads) of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p.</summary>
-    unsafe void AttendHeads(int layer, int r, int h0, int heads, KvCache[] caches, int[] positions, ForwardScratch s)
+    /// <summary>
+    /// Heads [h0, h0 + heads) of one row: softmax(q·K / sqrt(hd)) · V over cached positions 0..p. Over an int8 cache,
+    /// the keys of row <paramref name="prefetchRow"/> (this thread's next, or -1) are asked for into L2 meanwhile.
+    /// </summary>
+    unsafe void AttendHeads(int layer, int r, int h0, int heads, KvCache[] caches, int[] positions, ForwardScratch s, int prefetchRow)
     {
         int D = Config.ModelDim, hd = Config.HeadDim, count = positions[r] + 1;
         float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(heads * count);
@@ -186,7 +206,10 @@ public sealed partial class InferenceModel
                 fixed (int* sums = cache.KSum[layer])
                 {
                     int offset = cache.Offset(h0, 0), si = cache.ScaleIndex(h0, 0);
-                    AttentionKernels.AttendInt8(qh, keys + offset, ks + si, sums + si, values + offset, vs + si, count, hd, heads, stride, cache.Capacity, scale, sc, oh);
+                    var nextCache = prefetchRow >= 0 && caches[prefetchRow].Type == KvCacheType.Int8 ? caches[prefetchRow] : null;
+                    fixed (sbyte* nextKeys = nextCache is null ? null : nextCache.K8[layer])
+                        AttentionKernels.AttendInt8(qh, keys + offset, ks + si, sums + si, values + offset, vs + si, count, hd, heads, stride, cache.Capacity, scale, sc, oh,
+                            nextKeys, nextCache is null ? 0 : (long)(positions[prefetchRow] + 1) * nextCache.Stride);
                 }
             else
                 fixed (ushort* keys = cache.K[layer], values = cache.V[layer])

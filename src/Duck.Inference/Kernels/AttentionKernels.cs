@@ -83,7 +83,7 @@ public static unsafe class AttentionKernels
         for (int j = 0; j < count; j++) max = MathF.Max(max, scores[j]);
         float inv = 1f / ExpAndSum(scores, count, max);
         for (int j = 0; j < count; j++) scores[j] *= inv;
-        WeightedSum<ushort, Bf16>(values, stride, scores, count, hd, o);
+        WeightedSum<ushort, Bf16>(values, stride, scores, count, hd, o, null, 0);
     }
 
     /// <summary>
@@ -100,11 +100,13 @@ public static unsafe class AttentionKernels
     /// keys[j · stride + i · hd, + hd), its scale and sum keyScales and keySums[i · scaleStride + j], the values
     /// likewise; q and o hold the heads' vectors one after another. The dots go position by position across the heads,
     /// so the keys (and the values, asked for alongside) are read front to back once. <paramref name="scores"/> holds
-    /// heads · count floats of scratch.
+    /// heads · count floats of scratch. While the weighted sums run from L2, the <paramref name="prefetchBytes"/> at
+    /// <paramref name="prefetch"/> (the keys the caller reads next) are asked for into L2, one line per position, so
+    /// memory streams while this row computes.
     /// </summary>
     public static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd,
-        int heads, int stride, int scaleStride, float scale, float* scores, float* o) =>
-        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, heads, stride, scaleStride, scale, scores, o, DotPath);
+        int heads, int stride, int scaleStride, float scale, float* scores, float* o, sbyte* prefetch = null, long prefetchBytes = 0) =>
+        AttendInt8(q, keys, keyScales, keySums, values, valueScales, count, hd, heads, stride, scaleStride, scale, scores, o, DotPath, prefetch, prefetchBytes);
 
     /// <summary>
     /// The path of AttendInt8's q·k dots on this CPU: AvxVnni (vpdpbusd), else Avx2 (vpmaddubsw on |k| and q with
@@ -120,7 +122,7 @@ public static unsafe class AttentionKernels
     /// <summary>The multi-head form with the dots' path chosen.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void AttendInt8(float* q, sbyte* keys, float* keyScales, int* keySums, sbyte* values, float* valueScales, int count, int hd,
-        int heads, int stride, int scaleStride, float scale, float* scores, float* o, KernelPath path)
+        int heads, int stride, int scaleStride, float scale, float* scores, float* o, KernelPath path, sbyte* prefetch = null, long prefetchBytes = 0)
     {
         sbyte* q8 = stackalloc sbyte[heads * hd];
         float* factors = stackalloc float[heads];
@@ -149,7 +151,10 @@ public static unsafe class AttentionKernels
             float inv = 1f / ExpAndSum(weights, count, max);
             ScaleWeights(weights, valueScales + (long)i * scaleStride, inv, count);
         }
-        for (int i = 0; i < heads; i++) WeightedSum<sbyte, Int8>(values + i * hd, stride, scores + (long)i * count, count, hd, o + i * hd);
+        long lines = prefetch == null ? 0 : (prefetchBytes + 63) / 64, perHead = (lines + heads - 1) / heads;
+        for (int i = 0; i < heads; i++)
+            WeightedSum<sbyte, Int8>(values + i * hd, stride, scores + (long)i * count, count, hd, o + i * hd,
+                (byte*)prefetch + i * perHead * 64, Math.Clamp(lines - i * perHead, 0, perHead));
     }
 
     /// <summary>
@@ -193,70 +198,57 @@ public static unsafe class AttentionKernels
         public static bool Offset => false;
     }
 
+    /// <summary>The number of 32-byte chunks in a head: a constant for head size 64 (so the JIT unrolls and folds every offset), else read from hd.</summary>
+    interface IChunks { static abstract int Fixed { get; } }
+    struct TwoChunks : IChunks { public static int Fixed => 2; }
+    struct AnyChunks : IChunks { public static int Fixed => 0; }
+
     /// <summary>
     /// dots[i · count + j] = Σ_d q8[i · hd + d] · keys[j · stride + i · hd + d], hd a multiple of 32. Position by
     /// position, every head of a position before the next, so the keys stream front to back (the hardware prefetcher
     /// keeps up with that order, not with one head's strided walk, nor with software prefetches of the keys ahead:
-    /// both measured slower); eight heads' dots are reduced together. The values of each position are asked for
+    /// both measured slower); four heads' dots are reduced together. The values of each position are asked for
     /// into L2 as its keys are read, so the weighted sums, head by head, find them there.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Dots<TDot>(sbyte* q8, sbyte* keys, int* keySums, sbyte* values, int count, int hd, int heads, int stride, int scaleStride, int* dots) where TDot : struct, IKeyDot
     {
-        int chunks = hd / 32;
+        if (hd == 64) Dots<TDot, TwoChunks>(q8, keys, keySums, values, count, hd, heads, stride, scaleStride, dots);
+        else Dots<TDot, AnyChunks>(q8, keys, keySums, values, count, hd, heads, stride, scaleStride, dots);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Dots<TDot, TChunks>(sbyte* q8, sbyte* keys, int* keySums, sbyte* values, int count, int hd, int heads, int stride, int scaleStride, int* dots)
+        where TDot : struct, IKeyDot where TChunks : struct, IChunks
+    {
+        int chunks = TChunks.Fixed > 0 ? TChunks.Fixed : hd / 32;
+        if (TChunks.Fixed > 0) hd = 32 * TChunks.Fixed;
         var qu = stackalloc Vector256<sbyte>[heads * chunks];
         for (int c = 0; c < heads * chunks; c++) qu[c] = TDot.Prepare(Vector256.Load(q8 + c * 32));
         long s = stride;
+        int bytes = heads * hd;
         for (int j = 0; j < count; j++)
         {
             sbyte* row = keys + j * s;
             sbyte* vrow = values + j * s;
-            for (int b = 0; b < heads * hd; b += 64) Sse.Prefetch1(vrow + b);
+            for (int b = 0; b < bytes; b += 64) Sse.Prefetch1(vrow + b);
             int i = 0;
-            for (; i + 8 <= heads; i += 8)
-            {
-                sbyte* k = row + i * hd;
-                var qi = qu + i * chunks;
-                Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                for (int c = 0; c < chunks; c++, k += 32, qi++)
-                {
-                    a0 = TDot.Dot(a0, qi[0], Vector256.Load(k));
-                    a1 = TDot.Dot(a1, qi[chunks], Vector256.Load(k + hd));
-                    a2 = TDot.Dot(a2, qi[2 * chunks], Vector256.Load(k + 2 * hd));
-                    a3 = TDot.Dot(a3, qi[3 * chunks], Vector256.Load(k + 3 * hd));
-                    a4 = TDot.Dot(a4, qi[4 * chunks], Vector256.Load(k + 4 * hd));
-                    a5 = TDot.Dot(a5, qi[5 * chunks], Vector256.Load(k + 5 * hd));
-                    a6 = TDot.Dot(a6, qi[6 * chunks], Vector256.Load(k + 6 * hd));
-                    a7 = TDot.Dot(a7, qi[7 * chunks], Vector256.Load(k + 7 * hd));
-                }
-                // Horizontal sums of eight vectors at once: two rounds of vphaddd within 128-bit halves, then the halves added.
-                var h0 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
-                var h1 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a4, a5), Avx2.HorizontalAdd(a6, a7));
-                var sums = Avx2.Permute2x128(h0, h1, 0x20) + Avx2.Permute2x128(h0, h1, 0x31);
-                int* d = dots + (long)i * count + j;
-                var lo = sums.GetLower();
-                var hi = sums.GetUpper();
-                d[0] = lo.ToScalar(); d[count] = lo.GetElement(1); d[2 * count] = lo.GetElement(2); d[3 * count] = lo.GetElement(3);
-                d += 4L * count;
-                d[0] = hi.ToScalar(); d[count] = hi.GetElement(1); d[2 * count] = hi.GetElement(2); d[3 * count] = hi.GetElement(3);
-            }
-            if (i + 4 <= heads) // four of the heads left (of twelve: the last four) share one reduction
+            for (; i + 4 <= heads; i += 4)
             {
                 sbyte* k = row + i * hd;
                 var qi = qu + i * chunks;
                 Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (int c = 0; c < chunks; c++, k += 32, qi++)
+                for (int c = 0; c < chunks; c++)
                 {
-                    a0 = TDot.Dot(a0, qi[0], Vector256.Load(k));
-                    a1 = TDot.Dot(a1, qi[chunks], Vector256.Load(k + hd));
-                    a2 = TDot.Dot(a2, qi[2 * chunks], Vector256.Load(k + 2 * hd));
-                    a3 = TDot.Dot(a3, qi[3 * chunks], Vector256.Load(k + 3 * hd));
+                    a0 = TDot.Dot(a0, qi[c], Vector256.Load(k + 32 * c));
+                    a1 = TDot.Dot(a1, qi[chunks + c], Vector256.Load(k + hd + 32 * c));
+                    a2 = TDot.Dot(a2, qi[2 * chunks + c], Vector256.Load(k + 2 * hd + 32 * c));
+                    a3 = TDot.Dot(a3, qi[3 * chunks + c], Vector256.Load(k + 3 * hd + 32 * c));
                 }
+                // Horizontal sums of four vectors at once: two rounds of vphaddd within 128-bit halves, then the halves added.
                 var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
                 var sums = h.GetLower() + h.GetUpper();
                 int* d = dots + (long)i * count + j;
                 d[0] = sums.ToScalar(); d[count] = sums.GetElement(1); d[2 * count] = sums.GetElement(2); d[3 * count] = sums.GetElement(3);
-                i += 4;
             }
             for (; i < heads; i++)
             {
@@ -339,15 +331,24 @@ public static unsafe class AttentionKernels
         public static Vector512<float> Widen512(sbyte* p) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(p)));
     }
 
-    /// <summary>o = Σ_j weights[j] · v_j over values [count, hd]: 512-bit or 256-bit for head size 64, else generic.</summary>
+    /// <summary>
+    /// o = Σ_j weights[j] · v_j over values [count, hd]: 512-bit or 256-bit for head size 64, else generic. Also asks
+    /// for <paramref name="lines"/> cache lines from <paramref name="prefetch"/> into L2 (spread over the positions on
+    /// the 512-bit path, at once on the others).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void WeightedSum<T, TE>(T* values, int stride, float* weights, int count, int hd, float* o) where T : unmanaged where TE : struct, IElement<T>
+    static void WeightedSum<T, TE>(T* values, int stride, float* weights, int count, int hd, float* o, byte* prefetch, long lines) where T : unmanaged where TE : struct, IElement<T>
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
+        if (simd && hd == 64 && Avx512F.IsSupported)
+        {
+            WeightedSumHd64x512<T, TE>(values, stride, weights, count, o, prefetch, lines);
+            return;
+        }
+        for (long l = 0; l < lines; l++) Sse.Prefetch1(prefetch + 64 * l);
         if (simd && hd == 64)
         {
-            if (Avx512F.IsSupported) WeightedSumHd64x512<T, TE>(values, stride, weights, count, o);
-            else WeightedSumHd64<T, TE>(values, stride, weights, count, o);
+            WeightedSumHd64<T, TE>(values, stride, weights, count, o);
             return;
         }
         new Span<float>(o, hd).Clear();
@@ -409,16 +410,18 @@ public static unsafe class AttentionKernels
 
     /// <summary><see cref="WeightedSumHd64"/> with 16-wide vectors: four accumulators, each value widened and multiplied in three instructions.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void WeightedSumHd64x512<T, TE>(T* values, long stride, float* weights, int count, float* o) where T : unmanaged where TE : struct, IElement<T>
+    static void WeightedSumHd64x512<T, TE>(T* values, long stride, float* weights, int count, float* o, byte* prefetch, long lines) where T : unmanaged where TE : struct, IElement<T>
     {
         Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
         for (int j = 0; j < count; j++)
         {
+            if (j < lines) Sse.Prefetch1(prefetch + 64L * j);
             var a = Vector512.Create(weights[j]);
             T* v = values + j * stride;
             o0 = Avx512F.FusedMultiplyAdd(TE.Widen512(v), a, o0); o1 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 16), a, o1);
             o2 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 32), a, o2); o3 = Avx512F.FusedMultiplyAdd(TE.Widen512(v + 48), a, o3);
         }
+        for (long l = count; l < lines; l++) Sse.Prefetch1(prefetch + 64 * l);
         o0.Store(o); o1.Store(o + 16); o2.Store(o + 32); o3.Store(o + 48);
     }
 
