@@ -1,7 +1,7 @@
 // The KV-cache attention: bf16 conversions round to nearest even and keep specials; Attend over bf16 keys and
 // values equals a double-precision softmax-weighted sum of the same (bf16-rounded) numbers, for the head size 64
 // fast path, the generic vector path and the scalar path (head size not a multiple of 8); AttendInt8 equals it for
-// the int8-quantized query. Over a position-major cache (every head's vector of a position together, as KvCache lays
+// the int8-quantized query, within the rounding of its weights to int16 where the weighted sum runs in integers. Over a position-major cache (every head's vector of a position together, as KvCache lays
 // them out), several heads at once and one head with a stride give the bits of one contiguous head at a time.
 using Duck.Inference.Kernels;
 
@@ -127,6 +127,12 @@ public class AttentionKernelsTests
         var expected = new double[hd];
         for (int j = 0; j < count; j++)
             for (int d = 0; d < hd; d++) expected[d] += Math.Exp(s[j] - max) / sum * v[j * hd + d] * vs[j];
+        // The weighted sum may run in integers (head size 64 with AVX-512BW): each weight p_j · vs_j rounded to a step
+        // of 1 / min(32767 / max weight, 16e6 / Σ weights), so o is off by at most half a step per |v_j|.
+        var weights = Enumerable.Range(0, count).Select(j => Math.Exp(s[j] - max) / sum * vs[j]).ToArray();
+        double step = 1 / Math.Min(32767 / weights.Max(), 16e6 / weights.Sum());
+        bool integerSum = hd == 64 && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported;
+        var tolerance = Enumerable.Range(0, hd).Select(d => 1e-5 + (integerSum ? step / 2 * Enumerable.Range(0, count).Sum(j => Math.Abs((double)v[j * hd + d])) : 0)).ToArray();
 
         var o = new float[hd];
         var scores = new float[count];
@@ -140,7 +146,7 @@ public class AttentionKernelsTests
             fixed (sbyte* kp = k, vp = v)
             fixed (int* sump = sums)
                 AttentionKernels.AttendInt8(qp, kp, ksp, sump, vp, vsp, count, hd, scale, sp, op, path);
-            for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < 1e-5, $"{path}, dim {d}: {o[d]} vs {expected[d]}");
+            for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - expected[d]) < tolerance[d], $"{path}, dim {d}: {o[d]} vs {expected[d]}");
         }
         fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
         fixed (sbyte* kp = k, vp = v)
@@ -156,6 +162,30 @@ public class AttentionKernelsTests
             for (int d = 0; d < hd; d++) reference[d] += Math.Exp(exact[j] - emax) / esum * v[j * hd + d] * vs[j];
         double valueScale = 128 * vs.Max();
         for (int d = 0; d < hd; d++) Assert.True(Math.Abs(o[d] - reference[d]) < 0.01 * valueScale, $"dim {d}: {o[d]} vs unquantized {reference[d]}");
+    }
+
+    [Fact]
+    public unsafe void AttendInt8_LongUniformContext_KeepsItsSumsInRange()
+    {
+        // 2048 equal keys make every weight 1/2048; values of -128 (and 127) at scale 1 then average to exactly -128 (127):
+        // the integer weighted sum must hold 2048 · 128 · its weights without overflowing int32.
+        const int hd = 64, count = 2048;
+        foreach (sbyte value in new sbyte[] { -128, 127 })
+        {
+            var q = Enumerable.Range(0, hd).Select(i => (float)Math.Sin(i)).ToArray();
+            var k = new sbyte[hd * count];
+            var v = Enumerable.Repeat(value, hd * count).ToArray();
+            var ks = Enumerable.Repeat(0.01f, count).ToArray();
+            var vs = Enumerable.Repeat(1f, count).ToArray();
+            var sums = new int[count];
+            var o = new float[hd];
+            var scores = new float[count];
+            fixed (float* qp = q, op = o, sp = scores, ksp = ks, vsp = vs)
+            fixed (sbyte* kp = k, vp = v)
+            fixed (int* sump = sums)
+                AttentionKernels.AttendInt8(qp, kp, ksp, sump, vp, vsp, count, hd, 0.125f, sp, op);
+            Assert.All(o, x => Assert.Equal(value, x, 0.01));
+        }
     }
 
     [Theory]
