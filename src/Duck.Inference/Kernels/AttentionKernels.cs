@@ -501,7 +501,7 @@ public static unsafe class AttentionKernels
             var acc = Vector256<float>.Zero;
             for (; j + 8 <= count; j += 8)
             {
-                var e = Vector256.Exp(Vector256.Load(scores + j) - m);
+                var e = VectorMath.Exp(Vector256.Load(scores + j) - m);
                 e.Store(scores + j);
                 acc += e;
             }
