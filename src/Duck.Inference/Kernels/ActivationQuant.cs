@@ -217,10 +217,14 @@ public sealed class QuantizedActivations
         fixed (float* xp = x)
         fixed (sbyte* qp = q)
         {
+            // The Native min, max and conversion skip .NET's NaN and overflow fix-ups (finite rows; the rounded values
+            // are whole numbers within int8 when converted); the maximum is reduced by halves, not lane by lane.
             var vmax = Vector512<float>.Zero;
-            for (int i = 0; i < n; i += 16) vmax = Vector512.Max(vmax, Vector512.Abs(Vector512.Load(xp + i)));
-            float amax = 0;
-            for (int k = 0; k < 16; k++) amax = MathF.Max(amax, vmax[k]);
+            for (int i = 0; i < n; i += 16) vmax = Vector512.MaxNative(vmax, Vector512.Abs(Vector512.Load(xp + i)));
+            var m = Vector128.MaxNative(Vector256.MaxNative(vmax.GetLower(), vmax.GetUpper()).GetLower(), Vector256.MaxNative(vmax.GetLower(), vmax.GetUpper()).GetUpper());
+            m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+            m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
+            float amax = m.ToScalar();
             float s = 1f / MathF.Max(amax, 1e-5f) * 127f; // as the trainer: reciprocal, then × 127
             var vs = Vector512.Create(s);
             var lo = Vector512.Create(-128f);
@@ -228,7 +232,7 @@ public sealed class QuantizedActivations
             var acc = Vector512<int>.Zero;
             for (int i = 0; i < n; i += 16)
             {
-                var v = Vector512.ConvertToInt32(Vector512.Clamp(Vector512.Round(Vector512.Load(xp + i) * vs), lo, hi));
+                var v = Vector512.ConvertToInt32Native(Vector512.ClampNative(Vector512.Round(Vector512.Load(xp + i) * vs), lo, hi));
                 acc += v;
                 Avx512F.ConvertToVector128SByte(v).Store(qp + i);
             }
