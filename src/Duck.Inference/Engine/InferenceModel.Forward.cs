@@ -164,17 +164,28 @@ public sealed partial class InferenceModel
         int splits = headMajor ? H : Math.Min(H, (Pool.ThreadCount + R - 1) / R);
         if (splits == 1)
         {
-            // One row per claim, each thread claiming its next row before it attends the current one, so the current
-            // row's weighted sums (computed from L2) can ask for the next row's keys: memory streams meanwhile.
+            // Claims are runs of consecutive rows over one cache (a prompt chunk, or a lone decode row), longest first so
+            // the threads end together; a run's later rows find its cache in L2. Each thread claims its next run before
+            // it attends the current one, so the current run's last weighted sums (computed from L2) can ask for the
+            // next run's keys: memory streams meanwhile.
+            var runs = new List<(int Start, int End)>();
+            for (int r0 = 0, r1; r0 < R; r0 = r1)
+            {
+                for (r1 = r0 + 1; r1 < R && caches[r1] == caches[r0]; r1++) { }
+                runs.Add((r0, r1));
+            }
+            runs.Sort((a, b) => a.End - a.Start != b.End - b.Start ? (b.End - b.Start).CompareTo(a.End - a.Start) : a.Start.CompareTo(b.Start));
             int next = 0;
             Pool.For(Pool.ThreadCount, _ =>
             {
-                int r = Interlocked.Increment(ref next) - 1;
-                while (r < R)
+                int k = Interlocked.Increment(ref next) - 1;
+                while (k < runs.Count)
                 {
                     int n = Interlocked.Increment(ref next) - 1;
-                    AttendHeads(layer, r, 0, H, caches, positions, s, n < R ? n : -1);
-                    r = n;
+                    var (start, end) = runs[k];
+                    for (int r = start; r < end; r++)
+                        AttendHeads(layer, r, 0, H, caches, positions, s, r + 1 < end ? -1 : n < runs.Count ? runs[n].Start : -1);
+                    k = n;
                 }
             });
             return;
