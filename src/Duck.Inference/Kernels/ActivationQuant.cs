@@ -221,7 +221,8 @@ public sealed class QuantizedActivations
             // are whole numbers within int8 when converted); the maximum is reduced by halves, not lane by lane.
             var vmax = Vector512<float>.Zero;
             for (int i = 0; i < n; i += 16) vmax = Vector512.MaxNative(vmax, Vector512.Abs(Vector512.Load(xp + i)));
-            var m = Vector128.MaxNative(Vector256.MaxNative(vmax.GetLower(), vmax.GetUpper()).GetLower(), Vector256.MaxNative(vmax.GetLower(), vmax.GetUpper()).GetUpper());
+            var half = Vector256.MaxNative(vmax.GetLower(), vmax.GetUpper());
+            var m = Vector128.MaxNative(half.GetLower(), half.GetUpper());
             m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
             m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
             float amax = m.ToScalar();

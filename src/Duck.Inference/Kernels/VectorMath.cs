@@ -1,5 +1,5 @@
-// Small fp32 helpers of the forward pass (dot, scaled add, RMSNorm, SiLU gate, RoPE, softmax), vectorized with
-// Vector256 where the loop is hot. Not the ternary kernels (TernaryMatMul).
+// Small fp32 helpers of the forward pass (dot, scaled add, RMSNorm, SiLU gate, RoPE, softmax) and a vector e^x,
+// vectorized with Vector256 (Vector512 for the SiLU gate) where the loop is hot. Not the ternary kernels (TernaryMatMul).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
