@@ -1,6 +1,6 @@
 // RoPE's vectorized pairs give the bits of the scalar formula (a·c − b·s, a·s + b·c) for every head size the loop
-// splits into vector steps and a scalar tail. The vector e^x is within 2e-7 of double exp, the same at both widths,
-// finite at the ends and NaN for NaN; the SiLU gate built on it matches the double formula.
+// splits into vector steps and a scalar tail. The vector e^x is within 2e-7 of double exp, finite at the ends and
+// NaN for NaN; the SiLU gate built on it matches the double formula.
 using System.Runtime.Intrinsics;
 using Duck.Inference.Kernels;
 
@@ -34,15 +34,12 @@ public class VectorMathTests
     }
 
     [Fact]
-    public void Exp_IsWithinTwoUlpsOfDoubleExp_AtBothWidths()
+    public void Exp_IsWithinTwoUlpsOfDoubleExp()
     {
         double worst = 0;
         for (float x = -87f; x < 88.3f; x += 0.0007f)
         {
-            var wide = Vector512.Create(x);
             float e8 = VectorMath.Exp(Vector256.Create(x)).ToScalar();
-            float e16 = VectorMath.Exp(wide).ToScalar();
-            Assert.Equal(e8, e16);
             worst = Math.Max(worst, Math.Abs(e8 - Math.Exp(x)) / Math.Exp(x));
         }
         Assert.True(worst < 2e-7, $"relative error {worst}");
@@ -50,7 +47,6 @@ public class VectorMathTests
         float tiny = VectorMath.Exp(Vector256.Create(-1000f)).ToScalar(), huge = VectorMath.Exp(Vector256.Create(1000f)).ToScalar();
         Assert.True(tiny >= 0 && tiny < 1e-37f && float.IsFinite(huge) && huge > 1e38f, $"{tiny} {huge}");
         Assert.True(float.IsNaN(VectorMath.Exp(Vector256.Create(float.NaN)).ToScalar()));
-        Assert.True(float.IsNaN(VectorMath.Exp(Vector512.Create(float.NaN)).ToScalar()));
     }
 
     [Theory]

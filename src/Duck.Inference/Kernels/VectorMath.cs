@@ -1,5 +1,5 @@
 // Small fp32 helpers of the forward pass (dot, scaled add, RMSNorm, SiLU gate, RoPE, softmax) and a vector e^x,
-// vectorized with Vector256 (Vector512 for the SiLU gate) where the loop is hot. Not the ternary kernels (TernaryMatMul).
+// vectorized with Vector256 where the loop is hot. Not the ternary kernels (TernaryMatMul).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -61,17 +61,11 @@ public static class VectorMath
         for (; i < x.Length; i++) y[i] = x[i] * inv * w[i];
     }
 
-    /// <summary>gate[i] = SiLU(gate[i]) · up[i], with SiLU(g) = g / (1 + e^-g); e^-g by <see cref="Exp(Vector512{float})"/> in the vector steps.</summary>
+    /// <summary>gate[i] = SiLU(gate[i]) · up[i], with SiLU(g) = g / (1 + e^-g); e^-g by <see cref="Exp(Vector256{float})"/> in the vector steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SiluGate(Span<float> gate, ReadOnlySpan<float> up)
     {
         int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-            for (; i + 16 <= gate.Length; i += 16)
-            {
-                var g = Vector512.Create(gate.Slice(i, 16));
-                (g / (Vector512<float>.One + Exp(-g)) * Vector512.Create(up.Slice(i, 16))).CopyTo(gate.Slice(i, 16));
-            }
         if (Vector256.IsHardwareAccelerated)
             for (; i + 8 <= gate.Length; i += 8)
             {
@@ -94,23 +88,6 @@ public static class VectorMath
     const float P0 = 1.9875691500E-4f, P1 = 1.3981999507E-3f, P2 = 8.3334519073E-3f, P3 = 4.1665795894E-2f, P4 = 1.6666665459E-1f, P5 = 5.0000001201E-1f;
 
     /// <summary>e^x per lane (see the constants above).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Exp(Vector512<float> x)
-    {
-        x = Vector512.MinNative(Vector512.Create(ExpHigh), Vector512.MaxNative(Vector512.Create(ExpLow), x));
-        var n = Vector512.Round(x * Vector512.Create(Log2E));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Hi), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Lo), r);
-        var p = Vector512.FusedMultiplyAdd(Vector512.Create(P0), r, Vector512.Create(P1));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P2));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P3));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P4));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P5));
-        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        return p * ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
-    }
-
-    /// <summary><see cref="Exp(Vector512{float})"/> eight lanes wide (the same operations, so the same bits).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Exp(Vector256<float> x)
     {
