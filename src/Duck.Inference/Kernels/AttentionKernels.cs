@@ -144,17 +144,24 @@ public static unsafe class AttentionKernels
                     }
                 break;
         }
+        var totals = stackalloc (float Max, float Sum)[heads];
         for (int i = 0; i < heads; i++)
         {
             float* weights = scores + (long)i * count;
             float max = ScaleDots((int*)weights, keyScales + (long)i * scaleStride, factors[i], count);
             float inv = 1f / ExpAndSum(weights, count, max);
-            ScaleWeights(weights, valueScales + (long)i * scaleStride, inv, count);
+            totals[i] = ScaleWeights(weights, valueScales + (long)i * scaleStride, inv, count);
         }
         long lines = prefetch == null ? 0 : (prefetchBytes + 63) / 64, perHead = (lines + heads - 1) / heads;
         for (int i = 0; i < heads; i++)
-            WeightedSum<sbyte, Int8>(values + i * hd, stride, scores + (long)i * count, count, hd, o + i * hd,
-                (byte*)prefetch + i * perHead * 64, Math.Clamp(lines - i * perHead, 0, perHead));
+        {
+            byte* pf = (byte*)prefetch + i * perHead * 64;
+            long n = Math.Clamp(lines - i * perHead, 0, perHead);
+            if (hd == 64 && Avx512BW.IsSupported)
+                WeightedSumInt8Hd64(values + i * hd, stride, scores + (long)i * count, count, totals[i].Max, totals[i].Sum, o + i * hd, pf, n);
+            else
+                WeightedSum<sbyte, Int8>(values + i * hd, stride, scores + (long)i * count, count, hd, o + i * hd, pf, n);
+        }
     }
 
     /// <summary>
@@ -290,17 +297,36 @@ public static unsafe class AttentionKernels
         return max;
     }
 
-    /// <summary>weights[j] *= inv · valueScales[j] (the softmax's normalization and the value's scale in one factor).</summary>
+    /// <summary>
+    /// weights[j] *= inv · valueScales[j] (the softmax's normalization and the value's scale in one factor); returns
+    /// the largest weight and their sum (the integer weighted sum's scale).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ScaleWeights(float* weights, float* valueScales, float inv, int count)
+    static (float Max, float Sum) ScaleWeights(float* weights, float* valueScales, float inv, int count)
     {
         int j = 0;
+        float max = 0, sum = 0;
         if (Vector256.IsHardwareAccelerated)
         {
             var vi = Vector256.Create(inv);
-            for (; j + 8 <= count; j += 8) (Vector256.Load(weights + j) * (vi * Vector256.Load(valueScales + j))).Store(weights + j);
+            Vector256<float> vmax = default, vsum = default;
+            for (; j + 8 <= count; j += 8)
+            {
+                var w = Vector256.Load(weights + j) * (vi * Vector256.Load(valueScales + j));
+                w.Store(weights + j);
+                vmax = Vector256.MaxNative(vmax, w);
+                vsum += w;
+            }
+            for (int i = 0; i < 8; i++) max = MathF.Max(max, vmax[i]);
+            sum = Vector256.Sum(vsum);
         }
-        for (; j < count; j++) weights[j] *= inv * valueScales[j];
+        for (; j < count; j++)
+        {
+            weights[j] *= inv * valueScales[j];
+            max = MathF.Max(max, weights[j]);
+            sum += weights[j];
+        }
+        return (max, sum);
     }
 
     /// <summary>How a cache element type widens to fp32: one value, or eight into a vector.</summary>
@@ -340,11 +366,6 @@ public static unsafe class AttentionKernels
     static void WeightedSum<T, TE>(T* values, int stride, float* weights, int count, int hd, float* o, byte* prefetch, long lines) where T : unmanaged where TE : struct, IElement<T>
     {
         bool simd = Avx2.IsSupported && Fma.IsSupported && hd % 8 == 0;
-        if (typeof(T) == typeof(sbyte) && hd == 64 && Avx512BW.IsSupported)
-        {
-            WeightedSumInt8Hd64((sbyte*)values, stride, weights, count, o, prefetch, lines);
-            return;
-        }
         if (simd && hd == 64 && Avx512F.IsSupported)
         {
             WeightedSumHd64x512<T, TE>(values, stride, weights, count, o, prefetch, lines);
@@ -431,7 +452,8 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>
-    /// <see cref="WeightedSum{T, TE}"/> over int8 values of head size 64 in integers: the weights (all &gt;= 0) become
+    /// <see cref="WeightedSum{T, TE}"/> over int8 values of head size 64 in integers, given the weights' largest value
+    /// and sum (<see cref="ScaleWeights"/> returns them): the weights (all &gt;= 0) become
     /// int16 on one scale, two positions' values are interleaved byte by byte (vpunpcklbw/hbw) and widened to int16
     /// pairs, and vpmaddwd multiplies a pair of positions by their pair of weights into int32 sums, 64 dims by 2
     /// positions in 12 instructions where widening each value to fp32 took 24 (a C microbenchmark: 3.3 against 6.0 TSC
@@ -439,27 +461,14 @@ public static unsafe class AttentionKernels
     /// int32 (Σ weights · 128 &lt; 2^31): a weight is off by at most half a step, 1/65534 of the largest weight, a
     /// 256th of the int8 values' own step.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void WeightedSumInt8Hd64(sbyte* values, long stride, float* weights, int count, float* o, byte* prefetch, long lines)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void WeightedSumInt8Hd64(sbyte* values, long stride, float* weights, int count, float wmax, float wsum, float* o, byte* prefetch, long lines)
     {
-        float wmax = 0, wsum = 0;
-        int j = 0;
-        var vmax = Vector512<float>.Zero;
-        var vsum = Vector512<float>.Zero;
-        for (; j + 16 <= count; j += 16)
-        {
-            var w = Vector512.Load(weights + j);
-            vmax = Vector512.Max(vmax, w);
-            vsum += w;
-        }
-        for (int i = 0; i < 16; i++) wmax = MathF.Max(wmax, vmax[i]);
-        wsum = Vector512.Sum(vsum);
-        for (; j < count; j++) { wmax = MathF.Max(wmax, weights[j]); wsum += weights[j]; }
         if (!(wmax > 0)) { new Span<float>(o, 64).Clear(); return; }
         float scale = MathF.Min(32767f / wmax, 16_000_000f / wsum); // + half a step of rounding per weight: below 2^24
-        short* w16 = stackalloc short[count + 1];
+        short* w16 = stackalloc short[count + 1]; // every entry written below
         var vs = Vector512.Create(scale);
-        j = 0;
+        int j = 0;
         for (; j + 16 <= count; j += 16)
             Avx512F.ConvertToVector256Int16(Vector512.ConvertToInt32(Vector512.Load(weights + j) * vs + Vector512.Create(0.5f))).Store(w16 + j);
         for (; j < count; j++) w16[j] = (short)(int)(weights[j] * scale + 0.5f);
