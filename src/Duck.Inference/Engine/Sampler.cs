@@ -143,6 +143,7 @@ public sealed class Sampler
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // measured: left as a call, it took a quarter of a sampled token's time
     static bool Better(float[] keys, int a, int b) => keys[a] > keys[b] || (keys[a] == keys[b] && a < b);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
