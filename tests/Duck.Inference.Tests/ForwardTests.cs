@@ -124,6 +124,42 @@ public class ForwardTests
     }
 
     [Fact]
+    public void AppendBatch_ServingPath_Int8CachesMixedBatch_EqualsSeparateAppends()
+    {
+        // A serving silo's pass: int8 caches, the lookup kernel (which then asks for the next layer's caches while it
+        // multiplies), and runs of rows that store their keys right before they attend. Twelve decode rows, a fresh
+        // 6-token prompt and 4 more prompt tokens after 3 cached: 22 rows.
+        var config = TestModels.Tiny(vocab: 1000);
+        string path = TestModels.WriteGguf(config, seed: 16);
+        try
+        {
+            using var model = InferenceModel.Load(path);
+            model.KvCacheType = KvCacheType.Int8;
+            model.KernelPath = TernaryMatMul.BestBatched;
+            model.PrepareLookup();
+            var batched = Enumerable.Range(0, 14).Select(_ => new InferenceSession(model)).ToArray();
+            var singles = Enumerable.Range(0, 14).Select(_ => new InferenceSession(model)).ToArray();
+            var segments = new int[14][];
+            for (int i = 0; i < 12; i++)
+            {
+                batched[i].Append(Prompt.AsSpan(0, 2 + i % 9)); singles[i].Append(Prompt.AsSpan(0, 2 + i % 9));
+                segments[i] = [100 + i];
+            }
+            segments[12] = Prompt[..6];
+            batched[13].Append(Prompt.AsSpan(0, 3)); singles[13].Append(Prompt.AsSpan(0, 3));
+            segments[13] = Prompt[3..7];
+            InferenceSession.AppendBatch(batched, segments);
+            for (int i = 0; i < 14; i++)
+            {
+                var expected = singles[i].Append(segments[i]);
+                Assert.True(MaxAbsDiff(batched[i].LastLogits, expected) < 1e-4f, $"session {i}");
+                Assert.Equal(singles[i].Tokens, batched[i].Tokens);
+            }
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
     public void Forward_SelectedLogitRows_EqualThoseRowsOfAllLogits()
     {
         var config = TestModels.Tiny(vocab: 1000);

@@ -11,6 +11,8 @@ public sealed class ForwardScratch
 {
     public float[] X = [], Xn = [], Q = [], K = [], V = [], Att = [], Out = [], Gate = [], Up = [];
     public readonly QuantizedActivations Quantized = new();
+    /// <summary>The next attention's KV caches, which the lookup kernel asks for while it runs (PrefetchPlan).</summary>
+    public readonly PrefetchPlan Prefetch = new();
 
     public void Ensure(int rows, int modelDim, int ffnDim)
     {
@@ -65,6 +67,9 @@ public sealed partial class InferenceModel
         }
         var qa = s.Quantized;
         qa.LookupTables = KernelPath == KernelPath.Avx512Lookup;
+        bool prefetch = qa.LookupTables && R >= TernaryMatMul.LookupMinTokens;
+        qa.Prefetch = prefetch ? s.Prefetch : null;
+        if (prefetch) PlanPrefetch(0, R, caches, positions, s.Prefetch);
         for (int l = 0; l < Blocks.Count; l++)
         {
             var B = Blocks[l];
@@ -78,8 +83,8 @@ public sealed partial class InferenceModel
                 B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
                 B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
             }
-            Attention(l, R, caches, positions, s);                            // [R, D]
-            NormAndQuantize(s.Att, B.AttnSubNorm, s.Att, R, D, qa);
+            Attention(l, R, caches, positions, s, B.AttnSubNorm, qa);        // [R, D], normalized and quantized
+            if (prefetch) PlanPrefetch(l + 1, R, caches, positions, s.Prefetch);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
 
             NormAndQuantize(s.X, B.FfnNorm, s.Xn, R, D, qa, residual: s.Out);  // X += O(att), then its norm
@@ -99,6 +104,27 @@ public sealed partial class InferenceModel
             VectorMath.RmsNorm(s.X.AsSpan(logitRows[i] * D, D), FinalNorm, c.NormEps, s.Xn.AsSpan(i * D, D));
         qa.Quantize(s.Xn, L, D);
         Head.Forward(s.Xn, qa, L, logits, Pool, KernelPath);                 // [L, V]
+    }
+
+    /// <summary>
+    /// The int8 caches that layer <paramref name="layer"/>'s attention will read, as far as its rows reach, into
+    /// <paramref name="plan"/> (cleared, and left empty past the last layer).
+    /// </summary>
+    void PlanPrefetch(int layer, int R, KvCache[] caches, int[] positions, PrefetchPlan plan)
+    {
+        plan.Clear();
+        if (layer >= Blocks.Count) return;
+        for (int r = 0; r < R; r++)
+        {
+            var c = caches[r];
+            if (c.Type != KvCacheType.Int8 || (r + 1 < R && caches[r + 1] == c)) continue; // a run's last row reaches furthest
+            int count = positions[r] + 1;
+            plan.Add(c.K8[layer], count * c.Stride);
+            plan.Add(c.V8[layer], count * c.Stride);
+            plan.Add(c.KScale[layer], c.KScale[layer].Length);
+            plan.Add(c.VScale[layer], c.VScale[layer].Length);
+            plan.Add(c.KSum[layer], c.KSum[layer].Length);
+        }
     }
 
     /// <summary>
@@ -123,58 +149,49 @@ public sealed partial class InferenceModel
         });
     }
 
-    /// <summary>Runs body over row ranges: inline for a few rows (decode), in chunks across the pool for many.</summary>
+    /// <summary>
+    /// Runs body over row ranges: inline for up to 3 rows, in chunks across the pool for more (measured: splitting 8 or
+    /// 15 decode rows' norms made their pass about 3 % faster; 2 or 3 rows gained nothing).
+    /// </summary>
     void ForRows(int rows, Action<int, int> body)
     {
-        if (rows < 16) { body(0, rows); return; }
+        if (rows < 4) { body(0, rows); return; }
         int chunks = Pool.ThreadCount * 2, per = (rows + chunks - 1) / chunks;
         Pool.For(chunks, c => { int r0 = c * per, r1 = Math.Min(rows, r0 + per); if (r0 < r1) body(r0, r1); });
     }
 
     /// <summary>
-    /// Rotary embedding and the cache store of every row, then attention in a second parallel loop over (row, range of
-    /// heads): every row's keys and values are stored before any row attends, so the rows of a prompt chunk see their
-    /// own earlier tokens, and every row, decode or prompt, is an item of its own. A row takes all its heads in one
-    /// item (one front-to-back read of its position-major cache) once there are as many rows as threads, fewer heads
-    /// per item otherwise (measured: one item per thread beats smaller ones for a lone row); over bf16 caches, one head
-    /// per item, as their head-major layout suits.
+    /// Rotary embedding, the cache store and attention of every row, then its sub-norm and int8 quantization (the O
+    /// projection's input). Once there are as many rows as threads, a row takes all its heads in one item (one
+    /// front-to-back read of its position-major cache): the items are runs of consecutive rows over one cache (a
+    /// prompt chunk, or a lone decode row), each on one thread, which stores a row's key and value just before it
+    /// attends and normalizes the row right after, so neither step needs a loop (and a barrier) of its own; a prompt
+    /// chunk's rows still see their own earlier tokens. With fewer rows, or a cache shared by two runs, every row's keys
+    /// and values are stored first and a row's heads are split across items (measured: one item per thread beats
+    /// smaller ones for a lone row); over bf16 caches, one head per item, as their head-major layout suits.
     /// </summary>
-    void Attention(int layer, int R, KvCache[] caches, int[] positions, ForwardScratch s)
+    void Attention(int layer, int R, KvCache[] caches, int[] positions, ForwardScratch s, float[] subNorm, QuantizedActivations qa)
     {
-        int H = Config.NumHeads, D = Config.ModelDim, hd = Config.HeadDim, half = hd / 2;
-        ForRows(R, (r0, r1) =>
+        int H = Config.NumHeads;
+        // Runs of consecutive rows over one cache, longest first so the threads end together; a run's later rows find
+        // its cache in L2.
+        var runs = new List<(int Start, int End)>();
+        for (int r0 = 0, r1; r0 < R; r0 = r1)
         {
-            for (int r = r0; r < r1; r++)
-            {
-                int p = positions[r];
-                var cos = RopeCos.AsSpan(p * half, half);
-                var sin = RopeSin.AsSpan(p * half, half);
-                for (int h = 0; h < H; h++)
-                {
-                    int o = r * D + h * hd;
-                    VectorMath.Rope(s.Q.AsSpan(o, hd), 1, hd, cos, sin);
-                    VectorMath.Rope(s.K.AsSpan(o, hd), 1, hd, cos, sin);
-                    caches[r].Store(layer, h, p, s.K.AsSpan(o, hd), s.V.AsSpan(o, hd));
-                }
-            }
-        });
-        // Head ranges per row: a lone row still spreads over the pool; over head-major (bf16) caches one head per item.
+            for (r1 = r0 + 1; r1 < R && caches[r1] == caches[r0]; r1++) { }
+            runs.Add((r0, r1));
+        }
         bool headMajor = false;
         for (int r = 0; r < R; r++) headMajor |= !caches[r].PositionMajor;
         int splits = headMajor ? H : Math.Min(H, (Pool.ThreadCount + R - 1) / R);
-        if (splits == 1)
+        if (splits == 1 && runs.Select(run => caches[run.Start]).Distinct().Count() == runs.Count)
         {
-            // Claims are runs of consecutive rows over one cache (a prompt chunk, or a lone decode row), longest first so
-            // the threads end together; a run's later rows find its cache in L2. Each thread claims its next run before
-            // it attends the current one, so the current run's last weighted sums (computed from L2) can ask for the
-            // next run's keys: memory streams meanwhile.
-            var runs = new List<(int Start, int End)>();
-            for (int r0 = 0, r1; r0 < R; r0 = r1)
-            {
-                for (r1 = r0 + 1; r1 < R && caches[r1] == caches[r0]; r1++) { }
-                runs.Add((r0, r1));
-            }
+            int D = Config.ModelDim;
+            float eps = Config.NormEps;
+            qa.Prepare(R, D);
             runs.Sort((a, b) => a.End - a.Start != b.End - b.Start ? (b.End - b.Start).CompareTo(a.End - a.Start) : a.Start.CompareTo(b.Start));
+            // Each thread claims its next run before it attends the current one, so the current run's last weighted sums
+            // (computed from L2) can ask for the next run's keys: memory streams meanwhile.
             int next = 0;
             Pool.For(Pool.ThreadCount, _ =>
             {
@@ -184,17 +201,40 @@ public sealed partial class InferenceModel
                     int n = Interlocked.Increment(ref next) - 1;
                     var (start, end) = runs[k];
                     for (int r = start; r < end; r++)
+                    {
+                        RopeAndStore(layer, r, caches, positions, s);
                         AttendHeads(layer, r, 0, H, caches, positions, s, r + 1 < end ? -1 : n < runs.Count ? runs[n].Start : -1);
+                        var att = s.Att.AsSpan(r * D, D);
+                        VectorMath.RmsNorm(att, subNorm, eps, att);
+                        qa.QuantizeRows(s.Att, D, r, r + 1);
+                    }
                     k = n;
                 }
             });
             return;
         }
+        ForRows(R, (r0, r1) => { for (int r = r0; r < r1; r++) RopeAndStore(layer, r, caches, positions, s); });
         Pool.For(R * splits, item =>
         {
             int r = item / splits, k = item % splits, h0 = k * H / splits;
             AttendHeads(layer, r, h0, (k + 1) * H / splits - h0, caches, positions, s, -1);
         });
+        NormAndQuantize(s.Att, subNorm, s.Att, R, Config.ModelDim, qa);
+    }
+
+    /// <summary>Turns row <paramref name="r"/>'s query and key by its position and stores its key and value in its cache.</summary>
+    void RopeAndStore(int layer, int r, KvCache[] caches, int[] positions, ForwardScratch s)
+    {
+        int H = Config.NumHeads, D = Config.ModelDim, hd = Config.HeadDim, half = hd / 2, p = positions[r];
+        var cos = RopeCos.AsSpan(p * half, half);
+        var sin = RopeSin.AsSpan(p * half, half);
+        for (int h = 0; h < H; h++)
+        {
+            int o = r * D + h * hd;
+            VectorMath.Rope(s.Q.AsSpan(o, hd), 1, hd, cos, sin);
+            VectorMath.Rope(s.K.AsSpan(o, hd), 1, hd, cos, sin);
+            caches[r].Store(layer, h, p, s.K.AsSpan(o, hd), s.V.AsSpan(o, hd));
+        }
     }
 
     /// <summary>

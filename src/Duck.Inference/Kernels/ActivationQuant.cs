@@ -27,6 +27,8 @@ public sealed class QuantizedActivations
     /// more where the lookup path exists; the forward pass turns it off for models on another path.
     /// </summary>
     public bool LookupTables { get; set; } = true;
+    /// <summary>Memory the lookup kernel asks for while it multiplies this batch (the next attention's caches), or null.</summary>
+    public PrefetchPlan? Prefetch { get; set; }
 
     /// <summary>Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats (row stride <paramref name="cols"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

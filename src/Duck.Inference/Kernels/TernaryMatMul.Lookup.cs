@@ -49,6 +49,14 @@ public static unsafe partial class TernaryMatMul
         int words = a.W.Words, blocks = (a.Tokens + 3) / 4;
         int* acc = stackalloc int[16 * PackedTernary.TileRows];
         short* tables = x.ThreadTables();
+        // This thread's unfinished range of the plan, carried from its previous call.
+        var plan = x.Prefetch;
+        byte* pf = null, pfEnd = null;
+        if (plan is not null && threadPlan == plan && threadPlanVersion == plan.Version)
+        {
+            pf = (byte*)threadPrefetch;
+            pfEnd = (byte*)threadPrefetchEnd;
+        }
         // Four blocks of four tokens at a time: their tables (16 × 64 B per group) stay in L2 while the quads pass.
         for (int b0 = 0; b0 < blocks; b0 += 4)
             for (int row = rowStart; row < rowEnd; row += QuadRows)
@@ -58,13 +66,18 @@ public static unsafe partial class TernaryMatMul
                     short* tab = tables + (long)(firstBlock + b) * x.TableGroups * 128;
                     switch (Math.Min(4, a.Tokens - 4 * b)) // a batch's last block may hold fewer tokens: no lookups for the others
                     {
-                        case 4: Tiles4Tokens<Four>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
-                        case 3: Tiles4Tokens<Three>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
-                        case 2: Tiles4Tokens<Two>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
-                        default: Tiles4Tokens<One>(a, w0, words, tab, acc, row, rowEnd, 4 * b); break;
+                        case 4: Tiles4Tokens<Four>(a, w0, words, tab, acc, row, rowEnd, 4 * b, plan, ref pf, ref pfEnd); break;
+                        case 3: Tiles4Tokens<Three>(a, w0, words, tab, acc, row, rowEnd, 4 * b, plan, ref pf, ref pfEnd); break;
+                        case 2: Tiles4Tokens<Two>(a, w0, words, tab, acc, row, rowEnd, 4 * b, plan, ref pf, ref pfEnd); break;
+                        default: Tiles4Tokens<One>(a, w0, words, tab, acc, row, rowEnd, 4 * b, plan, ref pf, ref pfEnd); break;
                     }
                 }
+        if (plan is not null) (threadPlan, threadPlanVersion, threadPrefetch, threadPrefetchEnd) = (plan, plan.Version, (nint)pf, (nint)pfEnd);
     }
+
+    [ThreadStatic] static PrefetchPlan? threadPlan;
+    [ThreadStatic] static int threadPlanVersion;
+    [ThreadStatic] static nint threadPrefetch, threadPrefetchEnd;
 
     /// <summary>Tokens of a block that <see cref="Tiles4Tokens{TN}"/> looks up (a constant per instantiation).</summary>
     interface ITokens { static abstract int N { get; } }
@@ -79,19 +92,23 @@ public static unsafe partial class TernaryMatMul
     /// rowEnd of tokens that exist.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Tiles4Tokens<TN>(in Args a, ushort* w0, int words, short* tab, int* acc, int row, int rowEnd, int t) where TN : struct, ITokens
+    static void Tiles4Tokens<TN>(in Args a, ushort* w0, int words, short* tab, int* acc, int row, int rowEnd, int t,
+        PrefetchPlan? plan, ref byte* prefetch, ref byte* prefetchEnd) where TN : struct, ITokens
     {
+        byte* pf = prefetch, pfEnd = prefetchEnd;
         int tileStride = words * PackedTernary.TileRows;
         short* p0 = (short*)w0, p1 = p0 + tileStride, p2 = p1 + tileStride, p3 = p2 + tileStride;
         new Span<int>(acc, TN.N * 4 * PackedTernary.TileRows).Clear();
         for (int s = 0; s < words; s += Int16Words)
         {
             int e = Math.Min(words, s + Int16Words);
+            if (pf >= pfEnd && plan is not null && !plan.TryClaim(out pf, out pfEnd)) plan = null;
             Vector512<short> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             Vector512<short> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
             for (int wd = s; wd < e; wd++)
             {
                 int o = wd * PackedTernary.TileRows;
+                if (pf < pfEnd) { Sse.Prefetch0(pf); pf += 64; } // one line of the plan per word, about 16 GB/s // one line of the plan per word: about 16 GB/s
                 var i0 = Vector512.Load(p0 + o); var i1 = Vector512.Load(p1 + o);
                 var i2 = Vector512.Load(p2 + o); var i3 = Vector512.Load(p3 + o);
                 short* tg = tab + wd * 3 * 128;
@@ -127,6 +144,8 @@ public static unsafe partial class TernaryMatMul
                 }
             }
         }
+        prefetch = pf;
+        prefetchEnd = pfEnd;
         // acc is [token][tile][32]: store y[t, rows] = dot · factor[t], as the other paths do (int dot, then one float multiply).
         for (int k = 0; k < TN.N && t + k < a.Tokens; k++)
         {
