@@ -128,7 +128,7 @@ public class ForwardTests
     {
         // A serving silo's pass: int8 caches, the lookup kernel (which then asks for the next layer's caches while it
         // multiplies), and runs of rows that store their keys right before they attend. Twelve decode rows, a fresh
-        // 6-token prompt and 4 more prompt tokens after 3 cached: 22 rows.
+        // 6-token prompt and 4 more prompt tokens after 3 cached: 22 rows. Then a 9-token prompt chunk alone.
         var config = TestModels.Tiny(vocab: 1000);
         string path = TestModels.WriteGguf(config, seed: 16);
         try
@@ -155,6 +155,12 @@ public class ForwardTests
                 Assert.True(MaxAbsDiff(batched[i].LastLogits, expected) < 1e-4f, $"session {i}");
                 Assert.Equal(singles[i].Tokens, batched[i].Tokens);
             }
+            // A prompt chunk alone (its rows split across the threads) against the same tokens one at a time.
+            int[] more = [.. Prompt[..9]];
+            var chunk = batched[13].Append(more).ToArray();
+            float[] last = [];
+            foreach (int t in more) last = singles[13].Append([t]).ToArray();
+            Assert.True(MaxAbsDiff(chunk, last) < 1e-4f, "a lone prompt chunk");
         }
         finally { File.Delete(path); }
     }
