@@ -67,9 +67,10 @@ public sealed partial class InferenceModel
         }
         var qa = s.Quantized;
         qa.LookupTables = KernelPath == KernelPath.Avx512Lookup;
+        var layout = LayOutAttention(R, caches);
         bool prefetch = qa.LookupTables && R >= TernaryMatMul.LookupMinTokens;
         qa.Prefetch = prefetch ? s.Prefetch : null;
-        if (prefetch) PlanPrefetch(0, R, caches, positions, s.Prefetch);
+        if (prefetch) PlanPrefetch(0, layout, caches, positions, s.Prefetch);
         for (int l = 0; l < Blocks.Count; l++)
         {
             var B = Blocks[l];
@@ -83,8 +84,8 @@ public sealed partial class InferenceModel
                 B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
                 B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
             }
-            Attention(l, R, caches, positions, s, B.AttnSubNorm, qa);        // [R, D], normalized and quantized
-            if (prefetch) PlanPrefetch(l + 1, R, caches, positions, s.Prefetch);
+            Attention(l, R, layout, caches, positions, s, B.AttnSubNorm, qa); // [R, D], normalized and quantized
+            if (prefetch) PlanPrefetch(l + 1, layout, caches, positions, s.Prefetch);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
 
             NormAndQuantize(s.X, B.FfnNorm, s.Xn, R, D, qa, residual: s.Out);  // X += O(att), then its norm
@@ -110,15 +111,15 @@ public sealed partial class InferenceModel
     /// The int8 caches that layer <paramref name="layer"/>'s attention will read, as far as its rows reach, into
     /// <paramref name="plan"/> (cleared, and left empty past the last layer).
     /// </summary>
-    void PlanPrefetch(int layer, int R, KvCache[] caches, int[] positions, PrefetchPlan plan)
+    void PlanPrefetch(int layer, AttentionLayout layout, KvCache[] caches, int[] positions, PrefetchPlan plan)
     {
         plan.Clear();
         if (layer >= Blocks.Count) return;
-        for (int r = 0; r < R; r++)
+        foreach (var (start, end) in layout.Runs)
         {
-            var c = caches[r];
-            if (c.Type != KvCacheType.Int8 || (r + 1 < R && caches[r + 1] == c)) continue; // a run's last row reaches furthest
-            int count = positions[r] + 1;
+            var c = caches[start];
+            if (c.Type != KvCacheType.Int8) continue;
+            int count = positions[end - 1] + 1; // a run's last row reaches furthest
             plan.Add(c.K8[layer], count * c.Stride);
             plan.Add(c.V8[layer], count * c.Stride);
             plan.Add(c.KScale[layer], c.KScale[layer].Length);
@@ -160,6 +161,31 @@ public sealed partial class InferenceModel
         Pool.For(chunks, c => { int r0 = c * per, r1 = Math.Min(rows, r0 + per); if (r0 < r1) body(r0, r1); });
     }
 
+    /// <summary>How a pass's attention splits its rows: the same for every layer, so it is found once per pass.</summary>
+    /// <param name="Runs">Runs of consecutive rows over one cache (a prompt chunk, or a lone decode row); longest first
+    /// when <paramref name="ByRuns"/>, so the threads end together.</param>
+    /// <param name="Splits">Items per row when rows are items of their own: ranges of a row's heads.</param>
+    /// <param name="ByRuns">Whether each run is one item (see <see cref="Attention"/>).</param>
+    sealed record AttentionLayout(List<(int Start, int End)> Runs, int Splits, bool ByRuns);
+
+    AttentionLayout LayOutAttention(int R, KvCache[] caches)
+    {
+        var runs = new List<(int Start, int End)>();
+        for (int r0 = 0, r1; r0 < R; r0 = r1)
+        {
+            for (r1 = r0 + 1; r1 < R && caches[r1] == caches[r0]; r1++) { }
+            runs.Add((r0, r1));
+        }
+        bool headMajor = false;
+        for (int r = 0; r < R; r++) headMajor |= !caches[r].PositionMajor;
+        int splits = headMajor ? Config.NumHeads : Math.Min(Config.NumHeads, (Pool.ThreadCount + R - 1) / R);
+        int longest = 0;
+        foreach (var (start, end) in runs) longest = Math.Max(longest, end - start);
+        bool byRuns = splits == 1 && longest * Pool.ThreadCount <= R && runs.Select(run => caches[run.Start]).Distinct().Count() == runs.Count;
+        if (byRuns) runs.Sort((a, b) => a.End - a.Start != b.End - b.Start ? (b.End - b.Start).CompareTo(a.End - a.Start) : a.Start.CompareTo(b.Start));
+        return new AttentionLayout(runs, splits, byRuns);
+    }
+
     /// <summary>
     /// Rotary embedding, the cache store and attention of every row, then its sub-norm and int8 quantization (the O
     /// projection's input). Once there are as many rows as threads, a row takes all its heads in one item (one
@@ -172,28 +198,15 @@ public sealed partial class InferenceModel
     /// heads, is an item (measured: one item per thread beats smaller ones for a lone row); over bf16 caches, one head
     /// per item, as their head-major layout suits.
     /// </summary>
-    void Attention(int layer, int R, KvCache[] caches, int[] positions, ForwardScratch s, float[] subNorm, QuantizedActivations qa)
+    void Attention(int layer, int R, AttentionLayout layout, KvCache[] caches, int[] positions, ForwardScratch s, float[] subNorm, QuantizedActivations qa)
     {
-        int H = Config.NumHeads;
-        // Runs of consecutive rows over one cache, longest first so the threads end together; a run's later rows find
-        // its cache in L2.
-        var runs = new List<(int Start, int End)>();
-        for (int r0 = 0, r1; r0 < R; r0 = r1)
-        {
-            for (r1 = r0 + 1; r1 < R && caches[r1] == caches[r0]; r1++) { }
-            runs.Add((r0, r1));
-        }
-        bool headMajor = false;
-        for (int r = 0; r < R; r++) headMajor |= !caches[r].PositionMajor;
-        int splits = headMajor ? H : Math.Min(H, (Pool.ThreadCount + R - 1) / R);
-        int longest = 0;
-        foreach (var (start, end) in runs) longest = Math.Max(longest, end - start);
-        if (splits == 1 && longest * Pool.ThreadCount <= R && runs.Select(run => caches[run.Start]).Distinct().Count() == runs.Count)
+        int H = Config.NumHeads, splits = layout.Splits;
+        var runs = layout.Runs;
+        if (layout.ByRuns)
         {
             int D = Config.ModelDim;
             float eps = Config.NormEps;
             qa.Prepare(R, D);
-            runs.Sort((a, b) => a.End - a.Start != b.End - b.Start ? (b.End - b.Start).CompareTo(a.End - a.Start) : a.Start.CompareTo(b.Start));
             // Each thread claims its next run before it attends the current one, so the current run's last weighted sums
             // (computed from L2) can ask for the next run's keys: memory streams meanwhile.
             int next = 0;

@@ -108,7 +108,7 @@ public static unsafe partial class TernaryMatMul
             for (int wd = s; wd < e; wd++)
             {
                 int o = wd * PackedTernary.TileRows;
-                if (pf < pfEnd) { Sse.Prefetch0(pf); pf += 64; } // one line of the plan per word, about 16 GB/s // one line of the plan per word: about 16 GB/s
+                if (pf < pfEnd) { Sse.Prefetch0(pf); pf += 64; } // one line of the plan per word, about 16 GB/s
                 var i0 = Vector512.Load(p0 + o); var i1 = Vector512.Load(p1 + o);
                 var i2 = Vector512.Load(p2 + o); var i3 = Vector512.Load(p3 + o);
                 short* tg = tab + wd * 3 * 128;
