@@ -115,8 +115,10 @@ public sealed partial class InferenceModel
     {
         plan.Clear();
         if (layer >= Blocks.Count) return;
-        foreach (var (start, end) in layout.Runs)
+        // Shortest runs first: a lone decode row reads its cache once, a prompt chunk's later rows find it in L2 anyway.
+        for (int i = layout.Runs.Count - 1; i >= 0; i--)
         {
+            var (start, end) = layout.Runs[i];
             var c = caches[start];
             if (c.Type != KvCacheType.Int8) continue;
             int count = positions[end - 1] + 1; // a run's last row reaches furthest
