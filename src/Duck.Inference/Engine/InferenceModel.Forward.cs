@@ -115,10 +115,8 @@ public sealed partial class InferenceModel
     {
         plan.Clear();
         if (layer >= Blocks.Count) return;
-        // Shortest runs first: a lone decode row reads its cache once, a prompt chunk's later rows find it in L2 anyway.
-        for (int i = layout.Runs.Count - 1; i >= 0; i--)
+        foreach (var (start, end) in layout.Runs) // in row order: a batch's decode rows come first
         {
-            var (start, end) = layout.Runs[i];
             var c = caches[start];
             if (c.Type != KvCacheType.Int8) continue;
             int count = positions[end - 1] + 1; // a run's last row reaches furthest
@@ -164,11 +162,11 @@ public sealed partial class InferenceModel
     }
 
     /// <summary>How a pass's attention splits its rows: the same for every layer, so it is found once per pass.</summary>
-    /// <param name="Runs">Runs of consecutive rows over one cache (a prompt chunk, or a lone decode row); longest first
-    /// when <paramref name="ByRuns"/>, so the threads end together.</param>
+    /// <param name="Runs">Runs of consecutive rows over one cache (a prompt chunk, or a lone decode row), in row order.</param>
     /// <param name="Splits">Items per row when rows are items of their own: ranges of a row's heads.</param>
-    /// <param name="ByRuns">Whether each run is one item (see <see cref="Attention"/>).</param>
-    sealed record AttentionLayout(List<(int Start, int End)> Runs, int Splits, bool ByRuns);
+    /// <param name="Claims">When each run is one item (see <see cref="Attention"/>), the runs longest first, so the
+    /// threads end together; otherwise null.</param>
+    sealed record AttentionLayout(List<(int Start, int End)> Runs, int Splits, List<(int Start, int End)>? Claims);
 
     AttentionLayout LayOutAttention(int R, KvCache[] caches)
     {
@@ -183,9 +181,13 @@ public sealed partial class InferenceModel
         int splits = headMajor ? Config.NumHeads : Math.Min(Config.NumHeads, (Pool.ThreadCount + R - 1) / R);
         int longest = 0;
         foreach (var (start, end) in runs) longest = Math.Max(longest, end - start);
-        bool byRuns = splits == 1 && longest * Pool.ThreadCount <= R && runs.Select(run => caches[run.Start]).Distinct().Count() == runs.Count;
-        if (byRuns) runs.Sort((a, b) => a.End - a.Start != b.End - b.Start ? (b.End - b.Start).CompareTo(a.End - a.Start) : a.Start.CompareTo(b.Start));
-        return new AttentionLayout(runs, splits, byRuns);
+        List<(int Start, int End)>? claims = null;
+        if (splits == 1 && longest * Pool.ThreadCount <= R && runs.Select(run => caches[run.Start]).Distinct().Count() == runs.Count)
+        {
+            claims = [.. runs];
+            claims.Sort((a, b) => a.End - a.Start != b.End - b.Start ? (b.End - b.Start).CompareTo(a.End - a.Start) : a.Start.CompareTo(b.Start));
+        }
+        return new AttentionLayout(runs, splits, claims);
     }
 
     /// <summary>
@@ -203,8 +205,7 @@ public sealed partial class InferenceModel
     void Attention(int layer, int R, AttentionLayout layout, KvCache[] caches, int[] positions, ForwardScratch s, float[] subNorm, QuantizedActivations qa)
     {
         int H = Config.NumHeads, splits = layout.Splits;
-        var runs = layout.Runs;
-        if (layout.ByRuns)
+        if (layout.Claims is { } runs)
         {
             int D = Config.ModelDim;
             float eps = Config.NormEps;
