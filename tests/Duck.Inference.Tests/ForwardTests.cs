@@ -174,7 +174,8 @@ public class ForwardTests
         {
             using var model = InferenceModel.Load(path);
             int v = config.VocabSize;
-            var all = new InferenceSession(model).AppendAllLogits(Prompt);
+            var reference = new InferenceSession(model);
+            var all = reference.AppendAllLogits(Prompt);
             var cache = new KvCache(config.NumLayers, config.NumHeads, config.HeadDim, config.ContextLength);
             var caches = Enumerable.Repeat(cache, Prompt.Length).ToArray();
             var positions = Enumerable.Range(0, Prompt.Length).ToArray();
@@ -183,6 +184,10 @@ public class ForwardTests
             model.Forward(Prompt, caches, positions, rows, logits, new ForwardScratch());
             for (int i = 0; i < rows.Length; i++)
                 Assert.True(MaxAbsDiff(logits.AsSpan(i * v, v), all.AsSpan(rows[i] * v, v)) < 1e-4f, $"row {rows[i]}");
+            // The rows that sampled nothing skipped the rest of the last block once stored: the next token sees them.
+            var next = new float[v];
+            model.Forward([Prompt[0]], [cache], [Prompt.Length], [0], next, new ForwardScratch());
+            Assert.True(MaxAbsDiff(next, reference.Append([Prompt[0]])) < 1e-4f, "the token after the selected rows");
             Assert.Throws<ArgumentException>(() => model.Forward(Prompt, caches, positions, [3, 2], logits, new ForwardScratch()));
         }
         finally { File.Delete(path); }

@@ -45,8 +45,8 @@ public sealed partial class InferenceModel
 
     /// <summary>
     /// The general form: logits [logitRows.Length, V] only for the rows listed (ascending), so a pass that mixes
-    /// prompt chunks with decode rows computes the head (a third of a small model's weights) only where a token is
-    /// sampled next.
+    /// prompt chunks with decode rows computes the head (a third of a small model's weights), and the last block past
+    /// its keys and values, only where a token is sampled next.
     /// </summary>
     public void Forward(ReadOnlySpan<int> tokens, KvCache[] caches, int[] positions, int[] logitRows, float[] logits, ForwardScratch s)
     {
@@ -84,6 +84,16 @@ public sealed partial class InferenceModel
                 B.K.Forward(s.Xn, qa, R, s.K, Pool, KernelPath);
                 B.V.Forward(s.Xn, qa, R, s.V, Pool, KernelPath);
             }
+            if (l == Blocks.Count - 1 && logitRows.Length < R)
+            {
+                // Rows that sample nothing are done once their keys and values are stored: the rest of the last block
+                // (its attention, O and FFN: about 6 % of a prompt token's work in `small`) runs only for the rows that
+                // sample. Measured: a 22-token prefill 9.57 -> 9.16 ms.
+                (R, caches, positions) = KeepLogitRows(l, R, logitRows, caches, positions, s);
+                logitRows = [.. Enumerable.Range(0, R)];
+                if (R == 0) break;
+                layout = LayOutAttention(R, caches);
+            }
             Attention(l, R, layout, caches, positions, s, B.AttnSubNorm, qa); // [R, D], normalized and quantized
             if (prefetch) PlanPrefetch(l + 1, layout, caches, positions, s.Prefetch);
             B.O.Forward(s.Att, qa, R, s.Out, Pool, KernelPath);
@@ -105,6 +115,29 @@ public sealed partial class InferenceModel
             VectorMath.RmsNorm(s.X.AsSpan(logitRows[i] * D, D), FinalNorm, c.NormEps, s.Xn.AsSpan(i * D, D));
         qa.Quantize(s.Xn, L, D);
         Head.Forward(s.Xn, qa, L, logits, Pool, KernelPath);                 // [L, V]
+    }
+
+    /// <summary>
+    /// Stores layer <paramref name="layer"/>'s keys and values of the rows not in <paramref name="logitRows"/>, then
+    /// moves the listed rows' residual stream, query, key and value to rows 0..L-1 (ascending, so in place) and
+    /// returns their count, caches and positions: the listed rows attend and store their own keys as before.
+    /// </summary>
+    (int Rows, KvCache[] Caches, int[] Positions) KeepLogitRows(int layer, int R, int[] logitRows, KvCache[] caches, int[] positions, ForwardScratch s)
+    {
+        int L = logitRows.Length, D = Config.ModelDim;
+        var keep = new bool[R];
+        foreach (int r in logitRows) keep[r] = true;
+        ForRows(R, (r0, r1) => { for (int r = r0; r < r1; r++) if (!keep[r]) RopeAndStore(layer, r, caches, positions, s); });
+        var kept = new KvCache[L];
+        var at = new int[L];
+        for (int i = 0; i < L; i++)
+        {
+            int r = logitRows[i];
+            (kept[i], at[i]) = (caches[r], positions[r]);
+            if (r == i) continue;
+            foreach (var buffer in (float[][])[s.X, s.Q, s.K, s.V]) buffer.AsSpan(r * D, D).CopyTo(buffer.AsSpan(i * D, D));
+        }
+        return (L, kept, at);
     }
 
     /// <summary>
