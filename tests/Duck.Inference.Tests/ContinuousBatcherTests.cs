@@ -155,6 +155,42 @@ public sealed class ContinuousBatcherTests : IDisposable
                 }
             var logits = shifted.Append([5]).ToArray();
             Assert.All(logits, x => Assert.True(float.IsFinite(x)));
+
+            // The session's shift splits the layers across the model's pool: every layer's kept positions as the shift
+            // on one thread gives them (the cache's arrays past them are uninitialized).
+            var serial = new InferenceSession(model);
+            serial.Append(all);
+            int half = c.HeadDim / 2, kept = all.Length - 7;
+            serial.Cache.Shift(5, 7, all.Length, model.RopeCos.AsSpan(7 * half, half), model.RopeSin.AsSpan(7 * half, half));
+            var pooled = new InferenceSession(model);
+            pooled.Append(all);
+            pooled.RemoveWithoutReplay(5, 7);
+            KvCache x = serial.Cache, y = pooled.Cache;
+            for (int l = 0; l < c.NumLayers; l++)
+                for (int h = 0; h < c.NumHeads; h++)
+                {
+                    int si = x.ScaleIndex(h, 0);
+                    if (type == KvCacheType.Int8)
+                    {
+                        Assert.Equal(x.KScale[l].AsSpan(si, kept).ToArray(), y.KScale[l].AsSpan(si, kept).ToArray());
+                        Assert.Equal(x.VScale[l].AsSpan(si, kept).ToArray(), y.VScale[l].AsSpan(si, kept).ToArray());
+                        Assert.Equal(x.KSum[l].AsSpan(si, kept).ToArray(), y.KSum[l].AsSpan(si, kept).ToArray());
+                    }
+                    for (int p = 0; p < kept; p++)
+                    {
+                        int o = x.Offset(h, p);
+                        if (type == KvCacheType.Int8)
+                        {
+                            Assert.Equal(x.K8[l].AsSpan(o, c.HeadDim).ToArray(), y.K8[l].AsSpan(o, c.HeadDim).ToArray());
+                            Assert.Equal(x.V8[l].AsSpan(o, c.HeadDim).ToArray(), y.V8[l].AsSpan(o, c.HeadDim).ToArray());
+                        }
+                        else
+                        {
+                            Assert.Equal(x.K[l].AsSpan(o, c.HeadDim).ToArray(), y.K[l].AsSpan(o, c.HeadDim).ToArray());
+                            Assert.Equal(x.V[l].AsSpan(o, c.HeadDim).ToArray(), y.V[l].AsSpan(o, c.HeadDim).ToArray());
+                        }
+                    }
+                }
         }
         finally { model.KvCacheType = KvCacheType.Bf16; }
 

@@ -114,7 +114,7 @@ public sealed class InferenceSession
             throw new ArgumentOutOfRangeException(nameof(count), count, $"tokens [{start}, {start + count}) are not all in the session's {tokens.Count}");
         int half = Model.Config.HeadDim / 2;
         if (start + count < tokens.Count)
-            cache.Shift(start, count, tokens.Count, Model.RopeCos.AsSpan(count * half, half), Model.RopeSin.AsSpan(count * half, half));
+            cache.Shift(start, count, tokens.Count, Model.RopeCos.AsSpan(count * half, half), Model.RopeSin.AsSpan(count * half, half), Model.Pool);
         tokens.RemoveRange(start, count);
     }
 
