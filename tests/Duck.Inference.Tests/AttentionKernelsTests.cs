@@ -84,6 +84,21 @@ public class AttentionKernelsTests
     }
 
     [Fact]
+    public void DequantizeInt8AndLoad_VectorAndTail_EqualScalarConversion()
+    {
+        var rng = new Random(6);
+        var q = Enumerable.Range(0, 37).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
+        q[0] = -128; q[36] = 127;
+        var x = new float[q.Length];
+        AttentionKernels.DequantizeInt8(q, 0.0173f, x);
+        Assert.Equal(q.Select(v => v * 0.0173f), x);
+        var y = Enumerable.Range(0, 37).Select(_ => (ushort)rng.Next(0, 65536)).ToArray();
+        AttentionKernels.Load(y, x);
+        Assert.Equal(y.Select(v => BitConverter.SingleToUInt32Bits(AttentionKernels.FromBf16(v))), x.Select(BitConverter.SingleToUInt32Bits));
+        Assert.Throws<ArgumentException>(() => AttentionKernels.Load(y, new float[36]));
+    }
+
+    [Fact]
     public void QuantizeInt8_RoundTrip_WithinHalfAScale()
     {
         var rng = new Random(9);

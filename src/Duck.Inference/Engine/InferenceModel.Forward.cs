@@ -130,12 +130,13 @@ public sealed partial class InferenceModel
         ForRows(R, (r0, r1) => { for (int r = r0; r < r1; r++) if (!keep[r]) RopeAndStore(layer, r, caches, positions, s); });
         var kept = new KvCache[L];
         var at = new int[L];
+        float[][] buffers = [s.X, s.Q, s.K, s.V];
         for (int i = 0; i < L; i++)
         {
             int r = logitRows[i];
             (kept[i], at[i]) = (caches[r], positions[r]);
             if (r == i) continue;
-            foreach (var buffer in (float[][])[s.X, s.Q, s.K, s.V]) buffer.AsSpan(r * D, D).CopyTo(buffer.AsSpan(i * D, D));
+            foreach (var buffer in buffers) buffer.AsSpan(r * D, D).CopyTo(buffer.AsSpan(i * D, D));
         }
         return (L, kept, at);
     }

@@ -8,8 +8,6 @@
 // contiguous for the one-head kernel (measured: single-stream decode 5-9 % slower over a position-major bf16 cache).
 // Not the attention arithmetic (AttentionKernels).
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 
 namespace Duck.Inference.Engine;
 
@@ -101,7 +99,7 @@ public sealed class KvCache
     /// </summary>
     /// <remarks>With a <paramref name="pool"/>, the layers are split across its threads: a chat silo's batcher shifts a
     /// session's cache between passes, while the other sessions wait for it (201 positions of `small`: 5.8-6.4 ms with
-    /// the keys widened one value at a time on one thread, 1.0-1.3 ms with vectors on two).</remarks>
+    /// the int8 keys widened one value at a time on one thread, 1.0-1.3 ms with vectors on two).</remarks>
     public void Shift(int from, int count, int end, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, WorkerPool? pool = null)
     {
         if (from < 0 || count < 1 || end > Capacity || from + count > end)
@@ -122,7 +120,7 @@ public sealed class KvCache
                 int src = Offset(h, p), dst = Offset(h, p - count), si = ScaleIndex(h, p), di = si - count;
                 if (Type == KvCacheType.Int8)
                 {
-                    Dequantize(K8[l].AsSpan(src, headDim), KScale[l][si], key);
+                    Kernels.AttentionKernels.DequantizeInt8(K8[l].AsSpan(src, headDim), KScale[l][si], key);
                     Kernels.VectorMath.Rope(key, 1, headDim, cos, back);
                     KScale[l][di] = Kernels.AttentionKernels.QuantizeInt8(key, K8[l].AsSpan(dst, headDim), out KSum[l][di]);
                     V8[l].AsSpan(src, headDim).CopyTo(V8[l].AsSpan(dst, headDim));
@@ -130,28 +128,12 @@ public sealed class KvCache
                 }
                 else
                 {
-                    for (int d = 0; d < headDim; d++) key[d] = Kernels.AttentionKernels.FromBf16(K[l][src + d]);
+                    Kernels.AttentionKernels.Load(K[l].AsSpan(src, headDim), key);
                     Kernels.VectorMath.Rope(key, 1, headDim, cos, back);
                     Kernels.AttentionKernels.Store(key, K[l].AsSpan(dst, headDim));
                     V[l].AsSpan(src, headDim).CopyTo(V[l].AsSpan(dst, headDim));
                 }
             }
-    }
-
-    /// <summary>x = q · scale, eight values at a time where the vectors allow.</summary>
-    static void Dequantize(ReadOnlySpan<sbyte> q, float scale, Span<float> x)
-    {
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var s = Vector256.Create(scale);
-            for (; i + 8 <= q.Length; i += 8)
-            {
-                var wide = Vector128.WidenLower(Vector128.CreateScalarUnsafe(MemoryMarshal.Read<long>(MemoryMarshal.AsBytes(q[i..]))).AsSByte()); // 8 shorts
-                (Vector256.ConvertToSingle(Vector256.Create(Vector128.WidenLower(wide), Vector128.WidenUpper(wide))) * s).CopyTo(x[i..]);
-            }
-        }
-        for (; i < q.Length; i++) x[i] = q[i] * scale;
     }
 
     /// <summary>Makes room for positions [0, positions).</summary>

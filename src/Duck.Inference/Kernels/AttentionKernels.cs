@@ -173,6 +173,29 @@ public static unsafe class AttentionKernels
     /// <summary><see cref="QuantizeInt8(ReadOnlySpan{float}, Span{sbyte})"/>, also giving the sum of the int8 values (a key's, for <see cref="AttendInt8"/>).</summary>
     public static float QuantizeInt8(ReadOnlySpan<float> x, Span<sbyte> q, out int sum) => 1f / QuantizedActivations.QuantizeRow(x, q, out sum);
 
+    /// <summary>x = q · scale: the inverse of <see cref="QuantizeInt8(ReadOnlySpan{float}, Span{sbyte})"/> (a moved cache's keys).</summary>
+    public static void DequantizeInt8(ReadOnlySpan<sbyte> q, float scale, Span<float> x) => Widen<sbyte, Int8>(q, scale, x);
+
+    /// <summary>x = the bf16 values y as fp32 (exact): the inverse of <see cref="Store"/>.</summary>
+    public static void Load(ReadOnlySpan<ushort> y, Span<float> x) => Widen<ushort, Bf16>(y, 1f, x);
+
+    /// <summary>x = widened values · scale, eight at a time (the cache elements' widening of the weighted sums).</summary>
+    static void Widen<T, TE>(ReadOnlySpan<T> values, float scale, Span<float> x) where T : unmanaged where TE : struct, IElement<T>
+    {
+        if (x.Length < values.Length) throw new ArgumentException($"output holds {x.Length} values, needs {values.Length}");
+        int i = 0;
+        fixed (T* v = values)
+        fixed (float* o = x)
+        {
+            if (Avx2.IsSupported)
+            {
+                var s = Vector256.Create(scale);
+                for (; i + 8 <= values.Length; i += 8) (TE.Widen(v + i) * s).Store(o + i);
+            }
+            for (; i < values.Length; i++) o[i] = TE.Scalar(v[i]) * scale;
+        }
+    }
+
     /// <summary>One 32-byte chunk of q·k: the query chunk prepared once per head, then multiplied into a key's chunk.</summary>
     interface IKeyDot
     {
