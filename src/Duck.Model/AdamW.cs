@@ -41,7 +41,7 @@ public sealed class AdamW : IDisposable
             m.mul_(beta1).add_(g, alpha: keep1);
             v.mul_(beta2).addcmul_(g, g, value: keep2);
             if (weightDecay > 0 && p.dim() >= 2) p.mul_(decay);
-            var denom = v.div(correction2).sqrt_().add_(eps);
+            var denom = v.div(correction2).sqrt_().add_(eps, BitQuant.One);
             p.addcdiv_(m, denom, value: stepSize);
         }
     }

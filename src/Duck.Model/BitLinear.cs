@@ -14,8 +14,11 @@ public static class BitQuant
 
     // The constants as Scalars made once. A Scalar converted implicitly from a number is a temporary that TorchSharp
     // 0.107 leaves to the finalizer, which can free it while the native call using it still runs: a worker step
-    // failed once with "Unknown scalar type" in TernaryWeights' div_ (a low-communication test in CI).
-    static readonly Scalar EpsScalar = Eps.ToScalar(), MinusOne = (-1).ToScalar(), One = 1.ToScalar(),
+    // failed once with "Unknown scalar type" in TernaryWeights' div_ (a low-communication test in CI). TorchSharp's
+    // one-operand add, add_ and Tensor + Tensor make such a temporary for their alpha of 1 (an AdamW step failed in
+    // CI with "toFloat ... Expected false to be true" in add_), so additions here pass One instead.
+    internal static readonly Scalar One = 1.ToScalar();
+    static readonly Scalar EpsScalar = Eps.ToScalar(), MinusOne = (-1).ToScalar(),
         Int8Min = (-128).ToScalar(), Int8Max = 127.ToScalar(), Int8MaxFloat = 127f.ToScalar();
 
     /// <summary>Effectively W_q = clamp(round(W / (gamma + eps)), -1, 1) * gamma with gamma = mean(|W|).</summary>
@@ -43,7 +46,7 @@ public static class BitQuant
     {
         using var count = w.numel().ToScalar();
         var gamma = w.norm(1f).div_(count);
-        return (gamma, gamma.add(EpsScalar));
+        return (gamma, gamma.add(EpsScalar, One));
     }
 
     /// <summary>Effectively x_q = clamp(round(x * s), -128, 127) / s with s = 127 / max|x| per token (last dim).</summary>
@@ -58,7 +61,7 @@ public static class BitQuant
     /// x + (q - x) would be off by rounding), the gradient of identity.</summary>
     public static Tensor SteThrough(Tensor x, Tensor quantized)
     {
-        return (x - x.detach()).add_(quantized);
+        return (x - x.detach()).add_(quantized, One);
     }
 }
 

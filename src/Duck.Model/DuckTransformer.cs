@@ -26,7 +26,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var rms = x.pow(Two).mean(new long[] { -1 }, keepdim: true).add(eps).rsqrt();
+        var rms = x.pow(Two).mean(new long[] { -1 }, keepdim: true).add(eps, BitQuant.One).rsqrt();
         return (x * rms * weight).MoveToOuterDisposeScope();
     }
 }
@@ -56,7 +56,7 @@ public sealed class Rope : nn.Module<Tensor, Tensor>
         var c = pairs.select(-1, 1);
         var cs = cos.narrow(0, 0, t).view(1, t, 1, d / 2);
         var sn = sin.narrow(0, 0, t).view(1, t, 1, d / 2);
-        return stack(new[] { a * cs - c * sn, a * sn + c * cs }, -1).reshape(b, t, h, d).MoveToOuterDisposeScope();
+        return stack(new[] { a * cs - c * sn, (a * sn).add(c * cs, BitQuant.One) }, -1).reshape(b, t, h, d).MoveToOuterDisposeScope();
     }
 }
 
@@ -136,8 +136,8 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = x + attn.forward(attn_norm.forward(x));
-        return (h + ffn.forward(ffn_norm.forward(h))).MoveToOuterDisposeScope();
+        var h = x.add(attn.forward(attn_norm.forward(x)), BitQuant.One);
+        return h.add(ffn.forward(ffn_norm.forward(h)), BitQuant.One).MoveToOuterDisposeScope();
     }
 }
 
