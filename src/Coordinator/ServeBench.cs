@@ -6,12 +6,15 @@
 // retried with the next message until one succeeds; `errors` counts every failed attempt, `failed_turns` the turns
 // that failed at least once. The silos' own view comes from their /metrics before and after the load: how many
 // batched passes ran, their mean decode batch, the prompt rows riding along and the mean pass time (null without metrics).
-// --warmup runs the same load first, in conversations of its own, and leaves it out of every figure.
+// --warmup runs the same load first, in conversations of its own, and leaves it out of every figure. Replies are as
+// long as a silo makes them by default (128 tokens) unless --max-tokens says otherwise, so the figures are those of
+// clients that leave max_tokens unset.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Duck.Grains;
 
 namespace Duck.Coordinator;
 
@@ -24,7 +27,11 @@ public static class ServeBench
         var model = new Option<string?>("--model") { Description = "Served model (default: the only one)" };
         var sessions = new Option<int>("--sessions") { Description = "Concurrent conversations", DefaultValueFactory = _ => 16 };
         var seconds = new Option<int>("--seconds") { Description = "Duration of the load", DefaultValueFactory = _ => 30 };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens per reply", DefaultValueFactory = _ => 32 };
+        var maxTokens = new Option<int>("--max-tokens")
+        {
+            Description = "Most tokens per reply (default: what a silo gives a request that does not say)",
+            DefaultValueFactory = _ => ChatGenerationSettings.DefaultMaxTokens,
+        };
         var warmup = new Option<int>("--warmup") { Description = "Seconds of the same load run first and left out of the figures (a fresh silo loads the model and compiles its code then)", DefaultValueFactory = _ => 0 };
         var json = new Option<bool>("--json") { Description = "One JSON object" };
         var cmd = new Command("serve", "Chat serving figures of a running cluster: TTFT, inter-token latency, tokens/s, errors") { urls, key, model, sessions, seconds, maxTokens, warmup, json };

@@ -8,6 +8,9 @@ namespace Duck.Grains;
 [GenerateSerializer, Immutable]
 public sealed record ChatGenerationSettings
 {
+    /// <summary>The reply length a silo gives a request that does not say (Duck:Chat:DefaultMaxTokens unless configured).</summary>
+    public const int DefaultMaxTokens = 128;
+
     /// <summary>0 is greedy.</summary>
     [Id(0)] public float? Temperature { get; init; }
     /// <summary>Nucleus mass in (0, 1].</summary>

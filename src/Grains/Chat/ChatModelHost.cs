@@ -21,7 +21,7 @@ public record ChatServingOptions
     /// <summary>Most generations advanced in one batched decode pass per model.</summary>
     public int MaxBatchSize { get; init; } = 64;
     /// <summary>Reply length when the request does not say.</summary>
-    public int DefaultMaxTokens { get; init; } = 128;
+    public int DefaultMaxTokens { get; init; } = ChatGenerationSettings.DefaultMaxTokens;
     /// <summary>Largest max_tokens a request may ask for.</summary>
     public int MaxTokensLimit { get; init; } = 1024;
     /// <summary>Local folder for models downloaded from Azure Blob storage (default: the temp folder).</summary>
