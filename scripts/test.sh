@@ -15,6 +15,11 @@ status=0
 dotnet test Duck.Distributed.sln -c Release --no-build -v quiet -nologo --logger "console;verbosity=minimal" 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -Eo 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
-echo "tests: $passed passed, $failed failed"
+# A test host that crashes ends its assembly's run early: the tests it did not reach count neither way.
+aborted=$(grep -c 'Test Run Aborted' "$log" || true)
+summary="tests: $passed passed, $failed failed"
+if [ "$aborted" -gt 0 ]; then summary+=", $aborted test run(s) aborted by a crashed test host"; fi
+echo "$summary"
 if [ "$passed" -eq 0 ]; then echo "error: no test ran" >&2; exit 1; fi
+if [ "$aborted" -gt 0 ]; then echo "error: a test host crashed (see 'The active test run was aborted' above)" >&2; exit 1; fi
 exit "$status"

@@ -48,7 +48,15 @@ public sealed class AdamW : IDisposable
 
     public void ZeroGrad()
     {
-        foreach (var (_, p, _, _) in slots) p.grad?.zero_();
+        foreach (var (_, p, _, _) in slots)
+        {
+            // Both wrappers held until zero_ returns: `p.grad?.zero_()` leaves the fresh grad wrapper unreferenced during
+            // the native call, and outside a dispose scope the finalizer may free it there (a CI test host crashed in
+            // THSTensor_zeros_out). Same hazard as BitQuant's implicit Scalars.
+            using var grad = p.grad;
+            if (grad is null) continue;
+            using var zeroed = grad.zero_();
+        }
     }
 
     /// <summary>The moments by name: "m.{param}" and "v.{param}".</summary>

@@ -12,11 +12,7 @@ public static class ModelWeights
     public static List<NamedTensor> Export(nn.Module module) =>
         module.named_parameters().Select(p => ToNamed(p.name, p.parameter)).ToList();
 
-    public static NamedTensor ToNamed(string name, Tensor t)
-    {
-        using var c = t.detach().contiguous().cpu();
-        return new NamedTensor(name, c.shape, c.ToArrayFast<float>());
-    }
+    public static NamedTensor ToNamed(string name, Tensor t) => new(name, t.shape, t.DetachedArray<float>());
 
     /// <summary>Overwrites every parameter from <paramref name="tensors"/>; throws naming a missing, extra or mis-shaped tensor.</summary>
     public static void Load(nn.Module module, IEnumerable<NamedTensor> tensors, string source)

@@ -16,4 +16,13 @@ public static class TensorArrays
         if (c.ElementSize != Marshal.SizeOf<T>()) throw new ArgumentException($"tensor of {c.dtype} read as {typeof(T).Name}");
         return MemoryMarshal.Cast<byte, T>(c.bytes).ToArray();
     }
+
+    /// <summary>The values of <paramref name="tensor"/> detached from autograd, in a new array. The detached wrapper is held
+    /// until the copy is made: chained as `t.detach().contiguous()` outside a dispose scope, it is unreferenced during
+    /// the native call and the finalizer may free it there (see AdamW.ZeroGrad).</summary>
+    public static T[] DetachedArray<T>(this Tensor tensor) where T : unmanaged
+    {
+        using var detached = tensor.detach();
+        return detached.ToArrayFast<T>();
+    }
 }

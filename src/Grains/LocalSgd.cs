@@ -19,7 +19,7 @@ static class DenseWeights
     public static Dictionary<string, float[]> Copy(DuckTransformer model)
     {
         using var noGrad = no_grad();
-        return model.named_parameters().ToDictionary(p => p.name, p => { using var c = p.parameter.detach().contiguous(); return c.ToArrayFast<float>(); });
+        return model.named_parameters().ToDictionary(p => p.name, p => p.parameter.DetachedArray<float>());
     }
 
     /// <summary>Writes <paramref name="values"/> into the model's parameters.</summary>
@@ -237,11 +237,7 @@ public sealed class LocalReplica : IDisposable
         var packet = new TensorPacketWriter();
         foreach (var (name, values) in start) packet.WriteFp32("start." + name, 1, values.Length, values);
         foreach (var (name, values) in residuals) packet.WriteFp32("residual." + name, 1, values.Length, values);
-        foreach (var (name, moment) in inner.State())
-        {
-            using var c = moment.detach().contiguous();
-            packet.WriteFp32(name, 1, c.numel(), c.ToArrayFast<float>());
-        }
+        foreach (var (name, moment) in inner.State()) packet.WriteFp32(name, 1, moment.numel(), moment.DetachedArray<float>());
         return (packet.ToArray(), Lineage, Version, inner.StepCount);
     }
 

@@ -48,11 +48,7 @@ public static class ModelExchange
                 bool any = TernaryCodec.PackTernaryWeights(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(w.bytes), denominator, packed);
                 packet.WritePackedTernary(name, rows, columns, new[] { any ? gamma : 0f }, packed); // max |q| is gamma, or 0 with no nonzero
             }
-            else
-            {
-                using var c = p.detach().contiguous();
-                packet.WriteFp32(name, rows, columns, c.ToArrayFast<float>());
-            }
+            else packet.WriteFp32(name, rows, columns, p.DetachedArray<float>());
         }
         return packet.ToArray();
     }

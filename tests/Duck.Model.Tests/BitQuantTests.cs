@@ -7,6 +7,7 @@ public class BitQuantTests
     [Fact]
     public void TernaryWeights_KnownMatrix_RoundsToScaledTernary()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         // gamma = mean(|w|) = (0.5 + 0.1 + 1.2 + 0.2 + 0.0 + 0.4) / 6 = 0.4
         using var w = tensor(new[] { 0.5f, -0.1f, 1.2f, -0.2f, 0.0f, -0.4f }, new long[] { 2, 3 });
         using var q = BitQuant.TernaryWeights(w);
@@ -18,6 +19,7 @@ public class BitQuantTests
     [Fact]
     public void Int8Activations_PerToken_ScalesByRowMaximum()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         using var x = tensor(new[] { 1f, -0.5f, 0.25f, 10f, 0.05f, -2.5f }, new long[] { 2, 3 });
         using var q = BitQuant.Int8Activations(x);
         var v = q.data<float>().ToArray();
@@ -30,6 +32,7 @@ public class BitQuantTests
     [Fact]
     public void SteThrough_Backward_PassesGradientUnchanged()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         using var x = randn(4, 8).requires_grad_(true);
         using var y = BitQuant.SteThrough(x, BitQuant.Int8Activations(x));
         using var w = arange(32, dtype: float32).view(4, 8);
@@ -41,6 +44,7 @@ public class BitQuantTests
     [Fact]
     public void SteThrough_LargeWeights_ForwardValueIsExactlyTheQuantizedValue()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         using var w = randn(64, 64, generator: new TorchSharp.torch.Generator(7)).mul_(0.02).index_put_(tensor(0.9f), 0, 0).index_put_(tensor(-1.7f), 3, 5);
         using var q = BitQuant.TernaryWeights(w);
         using var y = BitQuant.SteThrough(w, q);

@@ -90,6 +90,7 @@ public class FinetuneTests : IDisposable
     [Fact]
     public void Loss_SkipsIgnoredTargets()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         using var model = new DuckTransformer(ModelPresets.Get("tiny"), seed: 3);
         model.eval();
         using var noGrad = no_grad();

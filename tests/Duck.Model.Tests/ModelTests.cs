@@ -47,6 +47,7 @@ public class ModelTests
     [Fact]
     public void Forward_TokenBatch_GivesLogitsPerPosition()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         var config = ModelPresets.Get("tiny") with { VocabSize = 100 };
         using var model = new DuckTransformer(config);
         using var logits = model.forward(randint(0, 100, new long[] { 2, 10 }));
@@ -56,6 +57,7 @@ public class ModelTests
     [Fact]
     public void Forward_FutureTokenChanged_EarlierLogitsUnchanged()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         var config = ModelPresets.Get("tiny") with { VocabSize = 100 };
         using var model = new DuckTransformer(config);
         using var a = tensor(new long[] { 1, 2, 3, 4, 5, 6 }, new long[] { 1, 6 });
@@ -72,6 +74,7 @@ public class ModelInitTests
     [Fact]
     public void Constructor_SameSeed_SameWeights()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         var config = ModelPresets.Get("tiny") with { VocabSize = 100 };
         using var a = new DuckTransformer(config, seed: 5);
         using var b = new DuckTransformer(config, seed: 5);
@@ -88,6 +91,7 @@ public class PrequantizedTests
     [Fact]
     public void Forward_PrequantizedCopyOfQuantizedWeights_EqualsLatentModelAndItsGradients()
     {
+        using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         var config = ModelPresets.Get("tiny") with { VocabSize = 100 };
         using var latent = new DuckTransformer(config, seed: 3);
         using var replica = new DuckTransformer(config, seed: 4);
