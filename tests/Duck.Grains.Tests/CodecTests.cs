@@ -198,6 +198,7 @@ public class CodecTests
     [InlineData(8, 256)]
     public void PackTernaryWeights_RandomWeights_TheCodesAndScaleOfBitQuantTernaryWeights(int rows, int columns)
     {
+        using var scope = TorchSharp.torch.NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         var rng = new Random(rows);
         var values = Enumerable.Range(0, rows * columns).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.03f).ToArray();
         using var w = TorchSharp.torch.tensor(values, new long[] { rows, columns });
@@ -214,13 +215,15 @@ public class CodecTests
     [Fact]
     public void PackTernaryWeights_ValuesOnAndNextToTheRoundingBoundaries_RoundLikeTorch()
     {
+        using var scope = TorchSharp.torch.NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
         const float d = 0.0123f;
         float edge = 0.5f * d;
         var values = new[] { edge, MathF.BitIncrement(edge), MathF.BitDecrement(edge), 1.5f * d, 3 * d, 0f, -0f }
             .SelectMany(v => new[] { v, -v }).ToArray(); // 14 values: a tail after the group of eight
         using var w = TorchSharp.torch.tensor(values);
         using var denominator = TorchSharp.torch.tensor(d);
-        using var rounded = w.div(denominator).round_().clamp_(-1, 1); // BitQuant.TernaryWeights' division and rounding
+        using TorchSharp.Scalar low = TorchSharp.ScalarExtensionMethods.ToScalar(-1), high = TorchSharp.ScalarExtensionMethods.ToScalar(1); // held: implicit Scalars are finalizer-freed temporaries
+        using var rounded = w.div(denominator).round_().clamp_(low, high); // BitQuant.TernaryWeights' division and rounding
         var expected = Packed(rounded.to(TorchSharp.torch.ScalarType.Int8).data<sbyte>().ToArray());
         var packed = new byte[expected.Length];
 

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Duck.Model.Tests;
@@ -45,7 +46,9 @@ public class BitQuantTests
     public void SteThrough_LargeWeights_ForwardValueIsExactlyTheQuantizedValue()
     {
         using var scope = NewDisposeScope(); // holds every temporary: an unheld one may be finalized mid-call (see AdamW.ZeroGrad)
-        using var w = randn(64, 64, generator: new TorchSharp.torch.Generator(7)).mul_(0.02).index_put_(tensor(0.9f), 0, 0).index_put_(tensor(-1.7f), 3, 5);
+        using var generator = new TorchSharp.torch.Generator(7);
+        using Scalar std = 0.02.ToScalar(); // held: implicit Scalars are finalizer-freed temporaries
+        using var w = randn(64, 64, generator: generator).mul_(std).index_put_(tensor(0.9f), 0, 0).index_put_(tensor(-1.7f), 3, 5);
         using var q = BitQuant.TernaryWeights(w);
         using var y = BitQuant.SteThrough(w, q);
         Assert.Equal(q.data<float>().ToArray(), y.data<float>().ToArray());
