@@ -82,6 +82,22 @@ public sealed class ContinuousBatcherTests : IDisposable
         Assert.Equal(followUp.Length, two.PromptTokens);
     }
 
+    [Fact]
+    public async Task Submit_SamplesFromThePass_LastLogitsUnkeptUntilTheNextAppend()
+    {
+        using var batcher = new ContinuousBatcher(model);
+        var session = new InferenceSession(model);
+        await ReadAsync(batcher.Submit(session, Prompt(2), Greedy));
+
+        // The batcher sampled from its pass's buffer: the session kept no copy to read.
+        Assert.Throws<InvalidOperationException>(() => session.LastLogits.Length);
+        var reference = new InferenceSession(model);
+        var expected = reference.Append([.. session.Tokens, 42]).ToArray();
+        var actual = session.Append([42]).ToArray();
+        Assert.Equal(expected.Length, actual.Length);
+        Assert.True(expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second)) < 1e-4f, "the next append's logits differ from a fresh prefill's");
+    }
+
     /// <summary>
     /// A 30-token prompt, then the window moving on: the first 3 tokens stay, the next 10 go, the other 17 follow,
     /// then two new tokens. Returns the second generation's summary, the session and the second prompt.

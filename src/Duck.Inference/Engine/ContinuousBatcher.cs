@@ -144,15 +144,15 @@ public sealed class ContinuousBatcher : IDisposable
         }
         if (batch.Count == 0) return;
         var sessions = batch.Select(g => g.Session).ToArray();
-        // Rows that end a prompt or a decode step sample their next token as soon as their logits are copied, in the
-        // same parallel loop (sampling is per generation and independent).
+        // Rows that end a prompt or a decode step sample their next token from the pass's logits, in one parallel loop
+        // (sampling is per generation and independent); a prompt chunk that does not end its prompt needs none.
         var samples = new bool[batch.Count];
         for (int i = 0; i < batch.Count; i++)
             samples[i] = i < decodeRows || batch[i].PrefillOffset + segments[i].Length == batch[i].Prompt.Length;
         foreach (var s in sessions) s.BorrowedScratch = scratch;
         try
         {
-            InferenceSession.AppendBatch(sessions, segments, i => { if (samples[i]) batch[i].SampleNext(); });
+            InferenceSession.AppendBatch(sessions, segments, (i, logits) => { if (samples[i]) batch[i].SampleNext(logits); });
         }
         catch (Exception e)
         {
@@ -255,13 +255,13 @@ public sealed class ContinuousBatcher : IDisposable
         public bool Finished;
         public bool Cancelled => ct.IsCancellationRequested;
 
-        /// <summary>Samples from the session's last logits; either finishes or leaves a token to decode next step.</summary>
-        public void SampleNext()
+        /// <summary>Samples from the logits after the session's last token; either finishes or leaves a token to decode next step.</summary>
+        public void SampleNext(ReadOnlySpan<float> logits)
         {
             try
             {
                 if (Cancelled) { Finish(StopReason.Cancelled); return; }
-                int token = sampler.Sample(session.LastLogits, session.Tokens);
+                int token = sampler.Sample(logits, session.Tokens);
                 if (generated == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
                 generated++;
                 if (token == options.EndOfTextToken) { Finish(StopReason.EndOfText); return; }
