@@ -7,8 +7,10 @@
 # About 1 min per run (start, 10 s warm-up, 20 s measured), so 12 min for 6 rounds; run it alone on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] && [ -f "$1" ] || { echo "usage: scripts/serve-ratio.sh MODEL.gguf [ROUNDS] [bench serve options]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: scripts/serve-ratio.sh MODEL.gguf [ROUNDS] [bench serve options]" >&2; exit 2; }
+[ -f "$1" ] || { echo "error: no model file at $1" >&2; exit 2; }
 MODEL=$1; ROUNDS=${2:-6}; shift $(( $# >= 2 ? 2 : 1 ))
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS must be a whole number of at least 1, got '$ROUNDS'" >&2; exit 2; }
 dotnet build src/Silo -c Release -v q -nologo >/dev/null
 dotnet build src/Coordinator -c Release -v q -nologo >/dev/null
 DUCK="dotnet src/Coordinator/bin/Release/net10.0/duck.dll"
